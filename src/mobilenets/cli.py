@@ -1,0 +1,131 @@
+"""The ``mobilenets`` command: a thin layer over the library, one library call per subcommand.
+
+Every subcommand turns its arguments into plain values (or a config dataclass) and calls one function; user
+errors (:class:`~mobilenets.errors.MobileNetsError`, missing files) become a one-line message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import MobileNetsError
+
+__all__ = ["main", "format_table"]
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+
+
+def command(name: str):
+    """Register a subcommand handler (its parser is built in :func:`build_parser`)."""
+
+    def deco(fn):
+        _COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+    """A plain-text table; ``align`` has one 'l' or 'r' per column (default: first left, rest right)."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    align = align or "l" + "r" * (len(headers) - 1)
+
+    def fmt(r):
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, align)).rstrip()
+
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, cells)])
+
+
+def _mark(ok: bool | None) -> str:
+    return "" if ok is None else ("ok" if ok else "OFF")
+
+
+@command("models")
+def _models(args: argparse.Namespace) -> int:
+    from .catalog import model_catalog
+
+    rows = model_catalog(args.model)
+    table = []
+    for r in rows:
+        p = r.published
+        table.append([
+            r.model, f"{r.width:g}", r.resolution,
+            f"{r.params / 1e6:.3f}", "" if p is None else f"{p.params_m:g}", _mark(r.params_ok),
+            f"{r.madds / 1e6:.1f}", "" if p is None else f"{p.madds_m:g}", "*" if p and p.madds_note else _mark(r.madds_ok),
+            "" if p is None else f"{p.top1:g}",
+        ])
+    print(format_table(
+        ["model", "width", "res", "params(M)", "paper", "", "MAdds(M)", "paper", "", "top-1"], table,
+        "lrrrrlrrlr",
+    ))
+    print("\nparams: 1000 classes, batch norm included; MAdds: conv and FC multiply-adds only (the papers' count).")
+    print("ok: within 1.5% (or 0.6M) MAdds and 3.5% (or equal as printed) params of the paper.")
+    for r in rows:
+        if r.published and r.published.madds_note:
+            print(f"* {r.model} {r.width:g}/{r.resolution}: {r.published.madds_note}")
+    return 0
+
+
+@command("profile")
+def _profile(args: argparse.Namespace) -> int:
+    from .factory import create_model
+    from .profile import profile
+
+    model = create_model(args.model, width=args.width, num_classes=args.num_classes)
+    prof = profile(model, args.resolution)
+    if not args.summary:
+        print(format_table(
+            ["layer", "type", "output", "params", "MAdds"],
+            [[r.name, r.op_type, "x".join(map(str, r.out_shape)), f"{r.params:,}", f"{r.madds:,}"]
+             for r in prof.layers],
+            "llrrr",
+        ))
+        print()
+    print(f"{args.model} width {args.width:g} at {args.resolution}x{args.resolution}: "
+          f"{prof.params:,} params ({prof.layer_params:,} in conv/FC layers), {prof.madds:,} MAdds "
+          f"({prof.madds / 1e6:.1f}M)\n")
+    print(format_table(
+        ["type", "MAdds", "% MAdds", "params", "% params"],
+        [[t, f"{m:,}", f"{100 * m / prof.madds:.2f}", f"{p:,}", f"{100 * p / prof.layer_params:.2f}"]
+         for t, (m, p) in prof.by_type().items()],
+    ))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .registry import list_models
+
+    parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mobilenets {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="every registered model with params and MAdds beside the papers' figures")
+    p.add_argument("--model", action="append", choices=list_models(), help="only this model (repeatable)")
+
+    p = sub.add_parser("profile", help="per-layer params and MAdds, and the per-operator-type breakdown")
+    p.add_argument("model", choices=list_models())
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--summary", action="store_true", help="only the totals and the per-type breakdown")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command](args) or 0)
+    except (MobileNetsError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"mobilenets {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mobilenets {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""``create_model``: the one entry point that builds any registered model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (fill the registry)
+from .features import FeatureExtractor
+from .registry import get_model_entry
+
+__all__ = ["create_model"]
+
+
+def create_model(
+    name: str,
+    *,
+    width: float = 1.0,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    dropout: float | None = None,
+    features_only: bool = False,
+    out_strides: tuple[int, ...] = (4, 8, 16, 32),
+    **options,
+) -> nn.Module:
+    """Build a registered MobileNet.
+
+    Args:
+        name: a name from :func:`mobilenets.list_models`, e.g. ``"mobilenet_v3_large"``.
+        width: the width multiplier (alpha in V1, the "multiplier" of V2/V3); the resolution multiplier is
+            simply the input size, any size >= 32x32 works.
+        num_classes: classifier outputs (0: no classifier, the model returns pooled features).
+        in_chans: input channels.
+        dropout: dropout before the classifier; ``None`` keeps the paper's default.
+        features_only: return a :class:`~mobilenets.features.FeatureExtractor` giving the stage-end feature
+            maps at ``out_strides`` (any of 2, 4, 8, 16, 32) instead of logits.
+        **options: ``tf_padding=True`` for TensorFlow "SAME" padding, ``bn_eps`` for the batch-norm epsilon
+            (TF/Keras use 1e-3); both are needed to reproduce TensorFlow-trained weights exactly.
+    """
+    model = get_model_entry(name).build(
+        width=width, num_classes=num_classes, in_chans=in_chans, dropout=dropout, **options
+    )
+    if features_only:
+        return FeatureExtractor(model, out_strides)
+    return model

@@ -1,0 +1,108 @@
+"""Small shared building pieces: channel rounding, activations, TF-compatible convolution, conv-norm-act."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["make_divisible", "make_activation", "create_conv2d", "Conv2dSame", "ConvNormAct", "ACTIVATIONS"]
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never below ``min_value`` (default ``divisor``)
+    and never more than 10% below ``value``.
+
+    This is the rounding of the TensorFlow reference code (``_make_divisible`` in tf-slim's mobilenet.py),
+    used by V2 and V3 for every width-scaled channel count.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:  # rounding down by more than 10% would cut capacity: step up instead
+        rounded += divisor
+    return rounded
+
+
+# Activation names used in the architecture tables. "RE" in the V3 tables is plain ReLU; V1 and V2 use
+# ReLU6 as in the reference TensorFlow code (V1 paper says ReLU, its released weights were trained with
+# ReLU6); "HS" is h-swish, x * relu6(x + 3) / 6 (V3 section 5.2).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hswish": nn.Hardswish,
+}
+
+
+def make_activation(name: str | None) -> nn.Module:
+    """An activation module by table name (``None`` means linear: identity)."""
+    if name is None:
+        return nn.Identity()
+    return ACTIVATIONS[name](inplace=True)
+
+
+def _same_pad_amount(size: int, kernel: int, stride: int, dilation: int) -> int:
+    out = math.ceil(size / stride)
+    return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow's "SAME" padding, computed from the input size at run time.
+
+    TF pads the extra row/column at the bottom/right (e.g. 0 top-left, 1 bottom-right for a 3x3 stride-2
+    conv on an even input), where PyTorch's symmetric padding pads both sides: weights trained in TF give
+    slightly different numbers without this. The state-dict keys are those of ``nn.Conv2d``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["padding"] = 0
+        super().__init__(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        ph = _same_pad_amount(ih, self.kernel_size[0], self.stride[0], self.dilation[0])
+        pw = _same_pad_amount(iw, self.kernel_size[1], self.stride[1], self.dilation[1])
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return super().forward(x)
+
+
+def create_conv2d(
+    in_chs: int,
+    out_chs: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    tf_padding: bool = False,
+) -> nn.Conv2d:
+    """A 2-d convolution with "same"-size output: PyTorch's symmetric ``k // 2`` padding by default, TF's
+    asymmetric "SAME" padding when ``tf_padding`` (only stride > 1 differs, so only those get Conv2dSame)."""
+    if tf_padding and stride > 1:
+        return Conv2dSame(in_chs, out_chs, kernel_size, stride=stride, groups=groups, bias=bias)
+    return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=bias)
+
+
+class ConvNormAct(nn.Module):
+    """Convolution -> batch norm -> activation: the plain "conv2d" rows of the papers' tables."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        act: str | None = "relu6",
+        bn_eps: float = 1e-5,
+        tf_padding: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv = create_conv2d(in_chs, out_chs, kernel_size, stride=stride, tf_padding=tf_padding)
+        self.bn = nn.BatchNorm2d(out_chs, eps=bn_eps)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
