@@ -1,10 +1,18 @@
 """mobilenets: the MobileNet family (V1, V2, V3) in PyTorch, faithful to the papers."""
 
+from .checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from .errors import MobileNetsError
 from .factory import create_model
 from .features import FeatureExtractor
 from .model import FeatureInfo, MobileNet, ModelConfig
+from .preprocess import IMAGENET, TF_INCEPTION, Preprocessing
+from .profile import Profile, profile
 from .registry import list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["create_model", "list_models", "MobileNet", "ModelConfig", "FeatureInfo", "FeatureExtractor"]
+__all__ = [
+    "create_model", "list_models", "profile", "Profile", "MobileNet", "ModelConfig", "FeatureInfo",
+    "FeatureExtractor", "save_checkpoint", "load_checkpoint", "CheckpointMeta", "Preprocessing", "IMAGENET",
+    "TF_INCEPTION", "MobileNetsError",
+]
