@@ -8,11 +8,13 @@ from .model import FeatureInfo, MobileNet, ModelConfig
 from .preprocess import IMAGENET, TF_INCEPTION, Preprocessing
 from .profile import Profile, profile
 from .registry import list_models
+from .weights import LoadReport, WeightsInfo, inspect_weights, load_weights, model_from_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
     "create_model", "list_models", "profile", "Profile", "MobileNet", "ModelConfig", "FeatureInfo",
     "FeatureExtractor", "save_checkpoint", "load_checkpoint", "CheckpointMeta", "Preprocessing", "IMAGENET",
-    "TF_INCEPTION", "MobileNetsError",
+    "TF_INCEPTION", "MobileNetsError", "load_weights", "model_from_weights", "inspect_weights", "LoadReport",
+    "WeightsInfo",
 ]

@@ -96,6 +96,57 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(info) -> str:
+    pre = "[-1, 1]" if info.preprocessing.mean == (0.5, 0.5, 0.5) else "ImageNet mean/std"
+    classes = f"{info.file_classes} classes" + (" (index 0 = background)" if info.background else "")
+    return (f"{info.format} weights: {info.model} width {info.width:g}, {classes}, tf_padding={info.tf_padding}, "
+            f"bn_eps={info.bn_eps:g}, inputs {pre}, {info.preprocessing.crop}x{info.preprocessing.crop}")
+
+
+@command("inspect")
+def _inspect(args: argparse.Namespace) -> int:
+    from .weights import inspect_weights
+
+    info = inspect_weights(args.weights, name=args.model, width=args.width, tf=args.tf)
+    print(f"{args.weights}: {_describe(info)}")
+    return 0
+
+
+@command("convert")
+def _convert(args: argparse.Namespace) -> int:
+    from .weights import convert_weights
+
+    report = convert_weights(args.src, args.dst, name=args.model, width=args.width,
+                             keep_background=args.keep_background, tf=args.tf)
+    print(f"{args.src}: {_describe(report.info)}")
+    print(f"wrote {args.dst}: {len(report.loaded)} tensors" +
+          (", background logit dropped" if report.dropped_background else ""))
+    return 0
+
+
+@command("predict")
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    results = predict(args.weights, args.images, top=args.top, name=args.model, width=args.width, tf=args.tf,
+                      keep_background=args.keep_background)
+    for r in results:
+        print(r.image)
+        for label, p in r.top:
+            print(f"  {p:6.3f}  {label}")
+    return 0
+
+
+def _add_weights_options(p: argparse.ArgumentParser) -> None:
+    from .registry import list_models
+
+    p.add_argument("--model", choices=list_models(), help="the architecture (default: inferred from the file)")
+    p.add_argument("--width", type=float, help="the width multiplier (default: inferred from the file)")
+    p.add_argument("--tf", action="store_true", default=None,
+                   help="the weights were trained in TensorFlow (timm tf_* files): TF padding, BN eps 1e-3, "
+                        "[-1, 1] inputs; automatic for Keras and TFLite files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .registry import list_models
@@ -113,6 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--summary", action="store_true", help="only the totals and the per-type breakdown")
+
+    p = sub.add_parser("inspect", help="what a weights file holds: format, architecture, width, classes, options")
+    p.add_argument("weights", help="a weights file or http(s) URL")
+    _add_weights_options(p)
+
+    p = sub.add_parser("convert", help="write any supported weights file as a mobilenets checkpoint")
+    p.add_argument("src", help="weights file or http(s) URL: .safetensors, .pth/.pt (torchvision, timm, "
+                               "mobilenets), Keras .h5, .tflite")
+    p.add_argument("dst", help="the mobilenets checkpoint to write (.safetensors)")
+    _add_weights_options(p)
+    p.add_argument("--keep-background", action="store_true", help="keep TF's 1001st (background) class")
+
+    p = sub.add_parser("predict", help="top-5 ImageNet (or checkpoint) labels of images")
+    p.add_argument("--weights", required=True, help="weights file or http(s) URL, any supported format")
+    p.add_argument("images", nargs="+", help="image files")
+    _add_weights_options(p)
+    p.add_argument("--top", type=int, default=5, help="how many classes to print per image")
+    p.add_argument("--keep-background", action="store_true", help="keep TF's 1001st (background) class")
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from torch import nn
 
 from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (fill the registry)
@@ -14,12 +16,13 @@ __all__ = ["create_model"]
 def create_model(
     name: str,
     *,
-    width: float = 1.0,
-    num_classes: int = 1000,
+    width: float | None = None,
+    num_classes: int | None = None,
     in_chans: int = 3,
     dropout: float | None = None,
     features_only: bool = False,
     out_strides: tuple[int, ...] = (4, 8, 16, 32),
+    weights: str | os.PathLike | None = None,
     **options,
 ) -> nn.Module:
     """Build a registered MobileNet.
@@ -27,17 +30,29 @@ def create_model(
     Args:
         name: a name from :func:`mobilenets.list_models`, e.g. ``"mobilenet_v3_large"``.
         width: the width multiplier (alpha in V1, the "multiplier" of V2/V3); the resolution multiplier is
-            simply the input size, any size >= 32x32 works.
-        num_classes: classifier outputs (0: no classifier, the model returns pooled features).
+            simply the input size, any size >= 32x32 works. Default 1.0, or the width of ``weights``.
+        num_classes: classifier outputs (0: no classifier, the model returns pooled features). Default 1000,
+            or the class count of ``weights``; another count than the file's re-initialises the classifier
+            (fine-tuning) with a warning.
         in_chans: input channels.
         dropout: dropout before the classifier; ``None`` keeps the paper's default.
         features_only: return a :class:`~mobilenets.features.FeatureExtractor` giving the stage-end feature
             maps at ``out_strides`` (any of 2, 4, 8, 16, 32) instead of logits.
         **options: ``tf_padding=True`` for TensorFlow "SAME" padding, ``bn_eps`` for the batch-norm epsilon
             (TF/Keras use 1e-3); both are needed to reproduce TensorFlow-trained weights exactly.
+        weights: a weights file or http(s) URL in any format :mod:`mobilenets.weights` reads; the options the
+            weights need (``tf_padding``, ``bn_eps`` for Keras/TFLite files) are picked from the file unless
+            given. ``keep_background=True`` (with ``weights``) keeps a TF 1001-class head whole.
     """
+    if weights is not None:
+        from .weights import model_from_weights
+
+        model, _ = model_from_weights(weights, name=name, width=width, num_classes=num_classes,
+                                      dropout=dropout, in_chans=in_chans, **options)
+        return FeatureExtractor(model, out_strides) if features_only else model
     model = get_model_entry(name).build(
-        width=width, num_classes=num_classes, in_chans=in_chans, dropout=dropout, **options
+        width=1.0 if width is None else width, num_classes=1000 if num_classes is None else num_classes,
+        in_chans=in_chans, dropout=dropout, **options
     )
     if features_only:
         return FeatureExtractor(model, out_strides)

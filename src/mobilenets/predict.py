@@ -1,0 +1,63 @@
+"""Classify images with weights from any supported file: top-k labels and probabilities."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .errors import MobileNetsError
+
+__all__ = ["Prediction", "predict", "load_image"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes for one image: (label, probability) pairs, most probable first."""
+
+    image: str
+    top: list[tuple[str, float]]
+
+
+def load_image(path: str | os.PathLike):
+    """An RGB PIL image, or a one-line :class:`MobileNetsError` for anything that is not an image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise MobileNetsError(f"{path}: is a directory, not an image")
+    if not path.is_file():
+        raise MobileNetsError(f"{path}: no such file")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise MobileNetsError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+
+
+@torch.no_grad()
+def predict(weights: str | os.PathLike, images: Sequence[str | os.PathLike], *, top: int = 5,
+            name: str | None = None, width: float | None = None, tf: bool | None = None,
+            keep_background: bool = False) -> list[Prediction]:
+    """Top-``top`` classes of each image under ``weights`` (path or URL, any supported format), using the
+    preprocessing stored with (our checkpoints) or implied by (the format) the weights, and their class
+    names (ImageNet for 1000/1001-class files; "class i" where a file names none)."""
+    from .weights import model_from_weights
+
+    pil = [load_image(p) for p in images]  # check every image before the (slower) model load
+    model, report = model_from_weights(weights, name=name, width=width, tf=tf, keep_background=keep_background)
+    model.eval()
+    n = model.config.num_classes
+    if n == 0:
+        raise MobileNetsError(f"{weights}: these weights have no classifier; nothing to predict")
+    names = report.info.names_for(n, keep_background=keep_background) or [f"class {i}" for i in range(n)]
+    transform = report.info.preprocessing.transform()
+    out = []
+    for path, img in zip(images, pil):
+        probs = model(transform(img)[None]).softmax(1)[0]
+        values, indices = probs.topk(min(top, n))
+        out.append(Prediction(str(path), [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]))
+    return out
