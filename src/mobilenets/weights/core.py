@@ -194,6 +194,14 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
     try:
         model_name, model_width = infer_architecture(canonical, name=name or arch_name, width=width)
     except MobileNetsError as e:
+        if name or width:  # say what the file does hold, if anything
+            try:
+                other = infer_architecture(canonical, name=arch_name)
+            except MobileNetsError:
+                other = None
+            if other:
+                raise MobileNetsError(f"{path}: holds {other[0]} width {other[1]:g} weights ({fmt}), not "
+                                      f"{name or other[0]}" + (f" width {width:g}" if width else "")) from None
         raise MobileNetsError(f"{path}: {fmt} weights: {e}") from None
     is_tf = fmt in TF_FORMATS if tf is None else tf
     file_classes = canonical["classifier.weight"].shape[0] if "classifier.weight" in canonical else 0
