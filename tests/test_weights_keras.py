@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from mobilenets import model_from_weights  # noqa: E402
 
 keras = pytest.importorskip("keras")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
 
 SIZE = 64  # every stride-2 input is even at 64x64: Keras V1's bottom/right padding is TF "SAME" there
 

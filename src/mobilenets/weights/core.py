@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,8 +289,17 @@ def _load(model: nn.Module, read: _Read, *, keep_background: bool) -> LoadReport
             f"the weights were trained with tf_padding={info.tf_padding}, bn_eps={info.bn_eps:g}; the model "
             f"uses tf_padding={cfg.tf_padding}, bn_eps={cfg.bn_eps:g}: outputs will differ slightly")
     for msg in report.messages:
-        warnings.warn(f"{info.source}: {msg}", UserWarning, stacklevel=3)
+        _warn(f"{info.source}: {msg}")
     return report
+
+
+def _warn(message: str) -> None:
+    """A UserWarning attributed to the first caller outside this package (create_model, load_weights, ...)."""
+    package = str(Path(__file__).resolve().parents[1])
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is our caller, frame 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 def load_weights(model: nn.Module, source: str | os.PathLike, *, keep_background: bool = False,

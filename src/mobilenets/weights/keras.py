@@ -14,6 +14,11 @@ Keras's padding is TF "SAME" (V1's stride-2 depthwise convs pad bottom/right onl
 inputs: every stride-2 input of a 32k x 32k image) and its batch-norm epsilon is 1e-3: models built for
 these files get ``tf_padding=True, bn_eps=1e-3``.
 
+Keras's MobileNetV3 keeps its stem at 16 channels at every ``alpha`` (the reference code, torchvision and
+timm scale it) and scales Large's 1280 head conv above alpha 1. The two agree with our tables at alpha 0.75
+and 1.0, the only alphas Keras publishes V3 weights for; Keras V3 files at other alphas have no registered
+twin and fail with a clear "shapes match no width" error.
+
 MobileNetV3 models built with ``include_preprocessing=True`` (the default) start with a ``Rescaling`` layer
 that takes [0, 255] pixels to [-1, 1]; it has no weights, and our preprocessing (``TF_INCEPTION``) does
 the same, so both kinds of file load alike.
