@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ PRETRAINED = SHARED / "data" / "pretrained"
 # One intra-op thread per test process: the suite runs as `pytest -n 2` on 2 cores, and two workers with two
 # spinning threads each make small CPU convolutions ~100x slower (measured: 1.7 s vs 0.02 s for one
 # mobilenet_v1 forward at 64x64).
+# Subprocesses (the CLI tests) inherit the same limit through the environment.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
