@@ -175,3 +175,19 @@ def test_no_warning_when_everything_fits(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         create_model("mobilenet_v2", weights=tmp_path / "w.pth")
+
+
+def test_features_only_models_load_the_backbone(tmp_path):
+    theirs = randomise(timm.create_model("mobilenetv3_large_100"))
+    torch.save(theirs.state_dict(), tmp_path / "w.pth")
+    full, _ = model_from_weights(tmp_path / "w.pth")
+    backbone = create_model("mobilenet_v3_large", features_only=True, out_strides=(8, 16))
+    report = load_weights(backbone, tmp_path / "w.pth")
+    assert "classifier.weight" in report.unused and "head_conv.weight" in report.unused
+    assert not report.reinitialized and not report.messages
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = backbone.eval()(x)
+        assert torch.equal(feats[-1], full.eval().stages[:4](full.stem(x)))
+    same = create_model("mobilenet_v3_large", features_only=True, out_strides=(8, 16), weights=tmp_path / "w.pth")
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), backbone.state_dict().values()))

@@ -15,7 +15,7 @@ from ..errors import MobileNetsError
 from ..preprocess import IMAGENET, TF_INCEPTION, Preprocessing
 from . import keras as keras_fmt
 from . import ours, tflite, timm, torchvision
-from .layout import infer_architecture, to_canonical, to_model_keys
+from .layout import infer_architecture, to_model_keys
 from .source import resolve_source
 
 __all__ = ["WeightsInfo", "LoadReport", "inspect_weights", "load_weights", "model_from_weights", "read_weights",
@@ -70,8 +70,9 @@ class LoadReport:
     """What :func:`load_weights` did: tensors loaded, tensors left (re-)initialised, and why."""
 
     info: WeightsInfo
-    loaded: list[str] = field(default_factory=list)
-    reinitialized: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)  # model keys set from the file
+    reinitialized: list[str] = field(default_factory=list)  # model keys freshly initialised (the classifier)
+    unused: list[str] = field(default_factory=list)  # file tensors not loaded (another classifier, a cut head)
     dropped_background: bool = False
     messages: list[str] = field(default_factory=list)
 
@@ -243,6 +244,11 @@ def _load(model: nn.Module, read: _Read, *, keep_background: bool) -> LoadReport
 
     current = model.state_dict()
     wanted = {k: v for k, v in current.items() if not k.endswith("num_batches_tracked")}
+    if not hasattr(model, "classifier"):  # a FeatureExtractor: stem and the stages it keeps, no head
+        cut = [k for k in incoming if k.startswith(("head_conv.", "classifier.", "body."))]
+        report.unused += sorted(cut)
+        for k in cut:
+            del incoming[k]
     # The classifier of another class count (or none at all) is skipped and re-initialised: fine-tuning.
     head = [k for k in ("classifier.weight", "classifier.bias") if k in incoming or k in wanted]
     w_in, w_have = incoming.get("classifier.weight"), wanted.get("classifier.weight")
@@ -250,6 +256,7 @@ def _load(model: nn.Module, read: _Read, *, keep_background: bool) -> LoadReport
         if w_in is not None and w_have is not None and w_in.shape[1] != w_have.shape[1]:
             pass  # a different feature width: an architecture mismatch, reported below
         else:
+            report.unused += [k for k in head if k in incoming]
             for k in head:
                 incoming.pop(k, None)
                 wanted.pop(k, None)

@@ -80,7 +80,8 @@ def rename_blocks(state: dict[str, torch.Tensor], table: BlockTable, *, block_in
             continue
         variant = next((v for v in table.variants if set(v) == modules), None)
         if variant is None:
-            raise MobileNetsError(f"block {ours!r} has sub-modules {sorted(modules)}, which match no known block layout")
+            raise MobileNetsError(f"block {ours!r} has sub-modules {sorted(modules)}, "
+                                  "which match no known block layout")
         for k, v in sub.items():
             module, param = _split_param(k)
             out[f"{ours}.{variant[module]}.{param}"] = v
@@ -154,14 +155,14 @@ def infer_architecture(canonical: dict[str, torch.Tensor], *, name: str | None =
     in_chans = have.get("stem.conv.weight", (0, 3))[1]
     names = [name] if name else list_models()
     widths = [width] if width else CANDIDATE_WIDTHS
-    same_keys = [n for n in names if set(canonical_shapes(n, 1.0, num_classes or 1000, in_chans)) == set(have)]
+    same_keys = [n for n in names if set(canonical_shapes(n, 1.0, num_classes, in_chans)) == set(have)]
     stem_out = have.get("stem.conv.weight", (0,))[0]
     for n in same_keys:
-        base = canonical_shapes(n, 1.0, num_classes or 1000, in_chans)["stem.conv.weight"][0]
+        base = canonical_shapes(n, 1.0, num_classes, in_chans)["stem.conv.weight"][0]
         for w in widths:
             if make_divisible(base * w, 8) != stem_out:  # cheap filter before building the candidate
                 continue
-            if canonical_shapes(n, w, num_classes or 1000, in_chans) == have:
+            if canonical_shapes(n, w, num_classes, in_chans) == have:
                 return n, w
     what = f"{name or 'any registered model'}" + (f" at width {width:g}" if width else "")
     if not same_keys:

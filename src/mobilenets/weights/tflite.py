@@ -73,7 +73,8 @@ def read_tflite(path: Path) -> TFLiteGraph:
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise MobileNetsError("reading .tflite files needs the LiteRT runtime: pip install 'mobilenets[tflite]'") from None
+        raise MobileNetsError("reading .tflite files needs the LiteRT runtime: "
+                              "pip install 'mobilenets[tflite]'") from None
     try:
         interp = Interpreter(model_path=str(path))
         ops = interp._get_ops_details()  # the op graph (LiteRT exposes it only under this name)
