@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import MobileNetsError
+from .layout import meta_model
 from .layout import weighted_modules as _weighted_modules
 
 __all__ = ["TFLiteGraph", "read_tflite", "to_canonical", "infer_name"]
@@ -114,13 +115,6 @@ def _graph_kind(layer: TFLiteLayer, is_last: bool) -> tuple[str, int]:
     return ("dw" if layer.op == "DEPTHWISE_CONV_2D" else "conv"), layer.weight.shape[-1]
 
 
-def _template(name: str, num_classes: int) -> nn.Module:
-    from ..factory import create_model
-
-    with torch.device("meta"):
-        return create_model(name, num_classes=num_classes)
-
-
 def infer_name(graph: TFLiteGraph) -> str:
     """The registered model whose layer kinds and kernel sizes, in order, are the graph's."""
     from ..registry import list_models
@@ -128,7 +122,7 @@ def infer_name(graph: TFLiteGraph) -> str:
     kinds = [_graph_kind(l, i == len(graph.layers) - 1) for i, l in enumerate(graph.layers)]
     classes = graph.layers[-1].weight.shape[0] if graph.layers else 1000
     for name in list_models():
-        if [_kind(m) for _, m, _ in _weighted_modules(_template(name, classes))] == kinds:
+        if [_kind(m) for _, m, _ in _weighted_modules(meta_model(name, classes))] == kinds:
             return name
     raise MobileNetsError(f"the TFLite graph's {len(kinds)} weighted layers match no registered MobileNet")
 
@@ -138,7 +132,7 @@ def to_canonical(graph: TFLiteGraph, name: str) -> tuple[dict[str, torch.Tensor]
     from .layout import to_canonical as canon
 
     classes = graph.layers[-1].weight.shape[0] if graph.layers else 1000
-    template = _template(name, classes)
+    template = meta_model(name, classes)
     mods = _weighted_modules(template)
     if len(mods) != len(graph.layers):
         raise MobileNetsError(f"the TFLite graph has {len(graph.layers)} weighted layers, {name} has {len(mods)}")
