@@ -147,6 +147,30 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
                         "[-1, 1] inputs; automatic for Keras and TFLite files")
 
 
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    report = export_model(
+        args.weights, args.output, format=args.format, int8=args.int8, calib=args.calib, eval_data=args.eval,
+        input_size=args.input_size, dynamic_batch=not args.static_batch, num_threads=args.threads,
+    )
+    print(report.summary())
+    return 0
+
+
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from .export.bench import BenchConfig, run_benchmark
+
+    run_benchmark(BenchConfig(
+        models=tuple(args.model or BenchConfig.models), resolution=args.resolution, threads=args.threads,
+        quick=args.quick, out_dir=args.out_dir, skip=tuple(args.skip or ()),
+    ))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .registry import list_models
@@ -182,6 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_options(p)
     p.add_argument("--top", type=int, default=5, help="how many classes to print per image")
     p.add_argument("--keep-background", action="store_true", help="keep TF's 1001st (background) class")
+
+    from .export.runtimes import FORMATS
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX / TFLite / ExecuTorch / TorchScript, verified "
+                                      "in its runtime")
+    p.add_argument("--weights", required=True, metavar="CKPT", help="a mobilenets checkpoint (.safetensors)")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--output", "-o", metavar="PATH", help="output file (default: next to CKPT, the format's suffix)")
+    p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnx, executorch)")
+    p.add_argument("--calib", metavar="DIR", help="calibration images: an image folder, or 'digits' (built-in)")
+    p.add_argument("--eval", metavar="DIR", help="labelled images (class sub-folders, or 'digits') to report "
+                                                 "top-1 agreement and accuracy on (default: --calib)")
+    p.add_argument("--input-size", type=int, help="square input side (default: the checkpoint's crop size)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch at 1 even where the format allows any")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the verification run")
+
+    p = sub.add_parser("bench", help="latency and throughput of our exports and PyTorch paths against torchvision's")
+    p.add_argument("--model", action="append", choices=list_models(), help="only this model (repeatable)")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="fewer timing runs, no batch-32 throughput")
+    p.add_argument("--skip", action="append", metavar="RUNTIME",
+                   help="leave out a runtime: onnx, tflite, executorch, int8, compile (repeatable)")
+    p.add_argument("--out-dir", default="benchmarks/results", help="where the JSON and PNG go")
     return parser
 
 

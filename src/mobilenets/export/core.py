@@ -1,0 +1,314 @@
+"""``export_model``: write a model to a deployment format, then prove the file computes the same function.
+
+Every export goes to a temporary file next to the target, is loaded in its own runtime and run on sample
+inputs, and is renamed into place only when it matches PyTorch (fp32: max |difference| within
+``1e-4 x`` the largest |logit|; int8: top-1 agreement with fp32 at least ``min_int8_agreement``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import MobileNetsError
+from ..preprocess import IMAGENET, Preprocessing
+from .data import ImageSet, load_images
+from .fuse import fold_batchnorm
+from .runtimes import FORMATS, SUFFIXES, load_artifact, require
+
+__all__ = ["ExportReport", "export_model", "FP32_RTOL", "INT8_FORMATS"]
+
+FP32_RTOL = 1e-4  # fp32 artifacts: max |diff| <= FP32_RTOL * max |logit| (the issue's acceptance bound)
+INT8_FORMATS = ("onnx", "executorch")
+MAX_DYNAMIC_BATCH = 64  # ExecuTorch plans memory for an upper bound on the batch
+
+
+@dataclass
+class ExportReport:
+    """What was written and how it was checked."""
+
+    format: str
+    path: str
+    size_bytes: int
+    model: str
+    input_shape: tuple[int, ...]  # (batch, C, H, W); batch -1 when dynamic
+    int8: bool
+    max_abs_diff: float  # against PyTorch fp32 on the check inputs
+    logit_scale: float  # max |PyTorch logit| on the check inputs
+    tolerance: float | None  # the fp32 bound (None for int8, which is checked by agreement)
+    n_check: int  # inputs in the check
+    top1_agreement: float | None = None  # int8: argmax equal to fp32's, on the evaluation images
+    accuracy_fp32: float | None = None  # on labelled evaluation images
+    accuracy: float | None = None  # this artifact's accuracy on the same images
+    eval_source: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        b = "dynamic" if self.input_shape[0] == -1 else str(self.input_shape[0])
+        lines = [f"wrote {self.path} ({self.size_bytes / 1e6:.2f} MB): {self.model} as "
+                 f"{'int8 ' if self.int8 else ''}{self.format}, input {'x'.join(map(str, self.input_shape[1:]))}, "
+                 f"batch {b}, in {self.seconds:.1f}s"]
+        check = f"verified in its runtime on {self.n_check} inputs: max |diff| vs PyTorch {self.max_abs_diff:.3g} " \
+                f"(logit scale {self.logit_scale:.3g}"
+        check += f", bound {self.tolerance:.3g})" if self.tolerance is not None else ")"
+        lines.append(check)
+        if self.top1_agreement is not None:
+            lines.append(f"top-1 agreement with fp32 on {self.eval_source}: {100 * self.top1_agreement:.2f}%")
+        if self.accuracy is not None:
+            lines.append(f"accuracy on {self.eval_source}: fp32 {100 * self.accuracy_fp32:.2f}%, this artifact "
+                         f"{100 * self.accuracy:.2f}% (drop {100 * (self.accuracy_fp32 - self.accuracy):.2f} points)")
+        lines += self.notes
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- writers
+
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
+    require("onnx", "onnxscript")
+    dyn = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) if dynamic else None
+    torch.onnx.export(model, (x,), path, dynamo=True, input_names=["input"], output_names=["logits"],
+                      dynamic_shapes=dyn, external_data=False, verbose=False)
+
+
+def _write_tflite(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
+    litert_torch = require("tflite", "litert_torch")
+    litert_torch.convert(model, (x,)).export(path)
+
+
+def _lower_executorch(model: nn.Module, x: torch.Tensor, dynamic: bool) -> bytes:
+    require("executorch", "executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},) if dynamic else None
+    ep = torch.export.export(model, (x,), dynamic_shapes=dyn)
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def _write_executorch(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
+    Path(path).write_bytes(_lower_executorch(model, x, dynamic))
+
+
+def _write_torchscript(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
+    # trace (the models have no data-dependent control flow; Conv2dSame's padding is fixed by H x W),
+    # then freeze: weights become constants, which lets TorchScript fold and fuse conv + activation
+    # (TorchScript is deprecated upstream in favour of torch.export, but remains the format C++/LibTorch and
+    # PyTorch Mobile users load; the warnings say nothing about this file)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+        torch.jit.save(frozen, path)
+
+
+_WRITERS = {"onnx": _write_onnx, "tflite": _write_tflite, "executorch": _write_executorch,
+            "torchscript": _write_torchscript}
+# formats whose file takes any batch size (TFLite files from litert-torch have a fixed input shape)
+DYNAMIC_BATCH = {"onnx": True, "tflite": False, "executorch": True, "torchscript": True}
+
+
+# ------------------------------------------------------------------------------------------------ int8
+
+
+def _int8_onnx(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool) -> None:
+    """onnxruntime post-training static quantization: QDQ format, per-channel int8 weights, uint8
+    activations, MinMax calibration on ``calib`` (onnxruntime's recommended CPU settings)."""
+    require("onnx", "onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calib[i:i + 1] for i in range(len(calib)))
+
+        def get_next(self):
+            nxt = next(self.it, None)
+            return None if nxt is None else {"input": nxt}
+
+    with tempfile.TemporaryDirectory() as d:
+        fp32, pre = os.path.join(d, "fp32.onnx"), os.path.join(d, "pre.onnx")
+        _write_onnx(model, x, fp32, dynamic)
+        quant_pre_process(fp32, pre)  # shape inference + graph optimisation before quantizing
+        quantize_static(pre, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool) -> None:
+    """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric per-channel int8 weights,
+    int8 activations), calibrated on ``calib``, then lowered to XNNPACK's quantized kernels."""
+    require("executorch", "executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    gm = prepare_pt2e(torch.export.export(model, (x[:1],)).module(), quantizer)
+    with torch.no_grad():
+        for i in range(0, len(calib), 8):
+            gm(torch.from_numpy(calib[i:i + 8]))
+    gm = convert_pt2e(gm)
+    Path(path).write_bytes(_lower_executorch(gm, x, dynamic))
+
+
+_INT8_WRITERS = {"onnx": _int8_onnx, "executorch": _int8_executorch}
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def _resolve(model_or_ckpt) -> tuple[nn.Module, str, Preprocessing | None, list[str] | None]:
+    if isinstance(model_or_ckpt, nn.Module):
+        cfg = getattr(model_or_ckpt, "config", None)
+        name = getattr(cfg, "name", type(model_or_ckpt).__name__)
+        return model_or_ckpt, name, None, None
+    from ..checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(model_or_ckpt)
+    return model, meta.config.name, meta.preprocessing, meta.class_names
+
+
+def _torch_logits(model: nn.Module, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+def _temp_path(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def export_model(
+    model_or_ckpt: nn.Module | str | Path,
+    path: str | Path | None = None,
+    *,
+    format: str,
+    int8: bool = False,
+    calib: str | Path | None = None,
+    eval_data: str | Path | None = None,
+    input_size: int | None = None,
+    dynamic_batch: bool = True,
+    calib_size: int = 200,
+    eval_size: int | None = 500,
+    min_int8_agreement: float = 0.9,
+    num_threads: int = 2,
+) -> ExportReport:
+    """Export a model (an ``nn.Module``, or the path of a mobilenets checkpoint) to ``format`` ("onnx",
+    "tflite", "executorch", "torchscript") at ``path`` (default: the checkpoint's name with the format's
+    suffix), with batch norm folded into the convolutions, and verify the written file in its runtime.
+
+    ``input_size``: the square input side (default: the checkpoint's preprocessing crop, else 224).
+    ``dynamic_batch``: let the file take any batch size where the format allows (ONNX, ExecuTorch up to
+    64, TorchScript). ``int8``: post-training static quantization (ONNX via onnxruntime's QDQ quantizer,
+    ExecuTorch via the XNNPACK PT2E quantizer), calibrated on ``calib_size`` images from ``calib``
+    ("digits" or an image folder, see :mod:`mobilenets.export.data`). ``eval_data`` (default: ``calib``;
+    labelled folders or "digits" also give accuracies): the images the int8 top-1 agreement is measured on.
+    Raises :class:`MobileNetsError` when the check fails (the file is then not written).
+    """
+    t0 = time.perf_counter()
+    if format not in FORMATS:
+        raise MobileNetsError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    if int8 and format not in INT8_FORMATS:
+        raise MobileNetsError(f"int8 export is available for {', '.join(INT8_FORMATS)}, not {format!r}")
+    if int8 and calib is None:
+        raise MobileNetsError("int8 export needs calibration images: pass calib (an image folder or 'digits')")
+    model, name, prep, class_names = _resolve(model_or_ckpt)
+    if path is None:
+        if isinstance(model_or_ckpt, nn.Module):
+            raise MobileNetsError("an output path is needed when exporting a model object")
+        ckpt = Path(model_or_ckpt)
+        path = ckpt.with_name(ckpt.stem + ("_int8" if int8 else "") + SUFFIXES[format])
+    path = Path(path)
+    if path.is_dir():
+        raise MobileNetsError(f"{path}: is a directory; give a file name")
+    size = input_size or (prep.crop if prep is not None else 224)
+    prep = prep or IMAGENET
+    if prep.crop != size:
+        prep = prep.with_size(size)
+    in_chans = getattr(getattr(model, "config", None), "in_chans", 3)
+
+    folded = fold_batchnorm(model)
+    dynamic = dynamic_batch and DYNAMIC_BATCH[format]
+    example = torch.randn(2 if dynamic else 1, in_chans, size, size, generator=torch.Generator().manual_seed(0))
+
+    calib_set = eval_set = None
+    if int8:
+        calib_set = load_images(calib, preprocessing=prep, role="calib", class_names=class_names, limit=calib_size)
+        eval_set = load_images(eval_data or calib, preprocessing=prep, role="eval", class_names=class_names,
+                               limit=eval_size)
+    elif eval_data is not None:
+        eval_set = load_images(eval_data, preprocessing=prep, role="eval", class_names=class_names, limit=eval_size)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        try:
+            if int8:
+                _INT8_WRITERS[format](folded, example, tmp, calib_set.images, dynamic)
+            else:
+                _WRITERS[format](folded, example, tmp, dynamic)
+        except MobileNetsError:
+            raise
+        except Exception as e:  # the exporters raise many types; report it in one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise MobileNetsError(f"{format} export of {name} failed: {type(e).__name__}: {first}") from e
+        report = _verify(model, tmp, format=format, int8=int8, example=example, eval_set=eval_set,
+                         min_int8_agreement=min_int8_agreement, num_threads=num_threads)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    report.path, report.model, report.size_bytes = str(path), name, path.stat().st_size
+    report.input_shape = (-1 if dynamic else example.shape[0], in_chans, size, size)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _verify(model: nn.Module, tmp: str, *, format: str, int8: bool, example: torch.Tensor,
+            eval_set: ImageSet | None, min_int8_agreement: float, num_threads: int) -> ExportReport:
+    model = model.eval()
+    art = load_artifact(tmp, format, num_threads=num_threads)
+    # random inputs (a batch of 2 where the batch is dynamic: proves a second batch size runs too), plus
+    # up to 8 real images
+    check = [torch.randn(3, *example.shape[1:], generator=torch.Generator().manual_seed(1)).numpy()]
+    if eval_set is not None:
+        check.append(eval_set.images[:8])
+    xs = np.concatenate(check).astype(np.float32)
+    ref, out = _torch_logits(model, xs), art(xs)
+    if out.shape != ref.shape or not np.isfinite(out).all():
+        raise MobileNetsError(f"{format} check failed: output shape {out.shape} (PyTorch {ref.shape}) or "
+                              f"non-finite values")
+    diff, scale = float(np.abs(out - ref).max()), float(np.abs(ref).max())
+    report = ExportReport(format, tmp, 0, "", (), int8, diff, scale, None, len(xs))
+    if not int8:
+        report.tolerance = FP32_RTOL * max(scale, 1e-12)
+        if diff > report.tolerance:
+            raise MobileNetsError(f"{format} check failed: max |diff| vs PyTorch {diff:.3g} exceeds "
+                                  f"{FP32_RTOL:g} x logit scale {scale:.3g}")
+    if eval_set is not None:
+        e_ref, e_out = _torch_logits(model, eval_set.images), art(eval_set.images)
+        report.eval_source = f"{eval_set.source} ({len(eval_set.images)} images)"
+        report.top1_agreement = float((e_ref.argmax(1) == e_out.argmax(1)).mean())
+        if eval_set.labels is not None:
+            report.accuracy_fp32 = float((e_ref.argmax(1) == eval_set.labels).mean())
+            report.accuracy = float((e_out.argmax(1) == eval_set.labels).mean())
+        if int8 and report.top1_agreement < min_int8_agreement:
+            raise MobileNetsError(f"int8 {format} check failed: top-1 agreement with fp32 "
+                                  f"{100 * report.top1_agreement:.1f}% < {100 * min_int8_agreement:g}% on "
+                                  f"{report.eval_source}")
+    return report

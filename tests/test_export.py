@@ -1,0 +1,207 @@
+"""Export: batch-norm folding, each format verified in its runtime, int8 on digits, the export CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mobilenets
+from mobilenets.checkpoint import CheckpointMeta, save_checkpoint
+from mobilenets.digits import DIGITS_CLASSES, DigitsDataset
+from mobilenets.errors import MobileNetsError
+from mobilenets.export import export_model, fold_batchnorm, load_artifact
+from mobilenets.preprocess import IMAGENET
+
+from .conftest import ALL_MODELS
+
+SIZE = 64  # small inputs keep the exports quick; every model reduces 64 -> 2 at stride 32
+
+
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so folding them is really exercised."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+def small(name: str, *, tf_padding: bool = False) -> nn.Module:
+    return _randomize_bn(mobilenets.create_model(name, width=0.5, num_classes=10, tf_padding=tf_padding))
+
+
+@pytest.mark.parametrize("tf_padding", [False, True])
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_fold_batchnorm_preserves_outputs(name, tf_padding):
+    model = small(name, tf_padding=tf_padding)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert n_bn > 0 and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # input untouched
+    # the convs keep their names (and gain biases); nothing else is renamed
+    conv_keys = {k for k in before if ".bn" not in k and not k.endswith(("bn.weight", "bn.bias", "bn.running_mean",
+                                                                          "bn.running_var", "num_batches_tracked"))}
+    assert conv_keys <= set(folded.state_dict())
+    x = torch.randn(2, 3, 72, 72)
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def test_fold_batchnorm_rejects_a_bn_without_conv():
+    with pytest.raises(ValueError, match="cannot fold"):
+        fold_batchnorm(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm2d(4)))
+
+
+def _check(report, fmt, dynamic):
+    assert report.format == fmt and report.size_bytes > 0
+    assert report.max_abs_diff <= 1e-4 * report.logit_scale
+    assert (report.input_shape[0] == -1) == dynamic
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_onnx_export_every_model(name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    tf = name.startswith("mobilenet_v3_large")  # one family through Conv2dSame's padding
+    model = small(name, tf_padding=tf)
+    report = export_model(model, tmp_path / "m.onnx", format="onnx", input_size=SIZE)
+    _check(report, "onnx", dynamic=True)
+    art = load_artifact(tmp_path / "m.onnx", "onnx")
+    x = np.random.default_rng(0).standard_normal((5, 3, SIZE, SIZE)).astype(np.float32)  # another batch size
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(art(x), ref, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_torchscript_export_every_model(name, tmp_path):
+    report = export_model(small(name), tmp_path / "m.pt", format="torchscript", input_size=SIZE)
+    _check(report, "torchscript", dynamic=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,module,dynamic", [("tflite", "litert_torch", False),
+                                                 ("executorch", "executorch.runtime", True)])
+def test_mobile_formats(fmt, module, dynamic, tmp_path):
+    pytest.importorskip(module)
+    # V3 with TF "SAME" padding (dynamic F.pad) and h-swish / hard-sigmoid
+    report = export_model(small("mobilenet_v3_small", tf_padding=True), tmp_path / f"m.{fmt}", format=fmt,
+                          input_size=SIZE)
+    _check(report, fmt, dynamic)
+
+
+def test_failed_check_fails_the_export(tmp_path, monkeypatch):
+    """A file that computes something else must not pass: the check raises and nothing is written."""
+    from mobilenets.export import core
+
+    def wrong(model, x, path, dynamic):
+        other = small("mobilenet_v3_small")
+        other.classifier.bias.data += 1.0
+        core._write_torchscript(fold_batchnorm(other), x, path, dynamic)
+
+    monkeypatch.setitem(core._WRITERS, "torchscript", wrong)
+    with pytest.raises(MobileNetsError, match="check failed"):
+        export_model(small("mobilenet_v3_small"), tmp_path / "m.pt", format="torchscript", input_size=SIZE)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests_are_clear_errors(tmp_path):
+    model = small("mobilenet_v2")
+    with pytest.raises(MobileNetsError, match="unknown format"):
+        export_model(model, tmp_path / "m.x", format="coreml")
+    with pytest.raises(MobileNetsError, match="int8 export is available"):
+        export_model(model, tmp_path / "m.pt", format="torchscript", int8=True, calib="digits")
+    with pytest.raises(MobileNetsError, match="calibration images"):
+        export_model(model, tmp_path / "m.onnx", format="onnx", int8=True)
+    with pytest.raises(MobileNetsError, match="no such folder"):
+        export_model(model, tmp_path / "m.onnx", format="onnx", int8=True, calib=tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------------- int8 on digits
+
+DIGITS_SIZE = 32
+
+
+def _finetune_digits(model: nn.Module, epochs: int = 4) -> nn.Module:
+    """A minimal training loop (the real one lives in mobilenets' training module): enough for a model
+    whose logits mean something, so int8 agreement is a real measurement."""
+    tf = IMAGENET.with_size(DIGITS_SIZE).transform()
+    ds = DigitsDataset("train", image_size=DIGITS_SIZE, transform=tf)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.from_numpy(ds.targets)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    steps = epochs * (len(x) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x) - 63, 64):
+            idx = perm[i:i + 64]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = _finetune_digits(mobilenets.create_model("mobilenet_v3_small", width=0.5, num_classes=10))
+    path = tmp_path_factory.mktemp("digits") / "digits.safetensors"
+    save_checkpoint(model, path, CheckpointMeta(model.config, DIGITS_CLASSES, IMAGENET.with_size(DIGITS_SIZE)))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,module", [("onnx", "onnxruntime.quantization"), ("executorch", "executorch.runtime")])
+def test_int8_on_digits(digits_ckpt, fmt, module, tmp_path):
+    pytest.importorskip(module)
+    report = export_model(digits_ckpt, tmp_path / f"m_int8.{fmt}", format=fmt, int8=True, calib="digits")
+    assert report.int8 and report.eval_source.startswith("digits:val (359 images)")
+    assert report.accuracy_fp32 > 0.8, "the fine-tuned model should have learnt the digits"
+    assert report.top1_agreement >= 0.95
+    assert report.accuracy_fp32 - report.accuracy <= 0.03
+    fp32 = export_model(digits_ckpt, tmp_path / f"m.{fmt}", format=fmt)
+    assert report.size_bytes < 0.5 * fp32.size_bytes  # int8 weights
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mobilenets", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_export_checkpoint(tmp_path):
+    model = small("mobilenet_v2")
+    ckpt = save_checkpoint(model, tmp_path / "v2.safetensors",
+                           CheckpointMeta(model.config, preprocessing=IMAGENET.with_size(SIZE)))
+    r = run("export", "--weights", str(ckpt), "--format", "torchscript")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "v2.pt").is_file()
+    assert "verified in its runtime" in r.stdout and "input 3x64x64, batch dynamic" in r.stdout
+
+
+def test_cli_export_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not a checkpoint")
+    r = run("export", "--weights", str(bad), "--format", "onnx")
+    assert r.returncode == 2 and "not a readable safetensors file" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run("export", "--weights", str(tmp_path / "missing.safetensors"), "--format", "onnx")
+    assert r.returncode == 2 and "no such file" in r.stderr
+    r = run("export", "--weights", str(bad), "--format", "coreml")
+    assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
