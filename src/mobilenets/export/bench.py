@@ -1,0 +1,246 @@
+"""Inference speed of our model on every runtime we export to, against torchvision's model on the same
+runtimes, in one run on one machine: batch-1 latency (median) and batch-32 throughput on N CPU threads.
+
+Rows per model ("ours" = mobilenets, "tv" = torchvision, both with random weights: speed does not depend on
+the values, and int8 files are calibrated on the built-in digits images):
+
+- ``tv eager``, ``ours eager``: ``model(x)`` in PyTorch;
+- ``ours best pytorch``: the fastest of several inference paths (BN folded + ``torch.jit.freeze``, the same
+  in channels_last, ``torch.jit.optimize_for_inference``, ``torch.compile``), named in the output;
+- ``ours|tv onnxruntime``, ``ours|tv litert``, ``ours executorch``: files written by
+  :func:`mobilenets.export.export_model` (each verified against PyTorch as it is written);
+- ``ours onnxruntime int8``, ``ours executorch int8``: post-training static int8.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_write
+from .core import export_model
+from .fuse import fold_batchnorm
+from .runtimes import load_artifact
+
+__all__ = ["BenchConfig", "run_benchmark", "time_fn"]
+
+RUNTIMES = ("onnx", "tflite", "executorch", "int8", "compile")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[str, ...] = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+    resolution: int = 224
+    threads: int = 2
+    batch: int = 32  # the throughput batch
+    quick: bool = False  # fewer repetitions, no torch.compile, no batch-32 throughput
+    out_dir: str = "benchmarks/results"
+    skip: tuple[str, ...] = ()  # any of RUNTIMES
+    calib_images: int = 64  # digits images calibrating the int8 files (speed only; see the module doc)
+
+
+@dataclass
+class Row:
+    model: str
+    path: str  # e.g. "ours onnxruntime"
+    latency_ms: float  # batch-1 median
+    throughput: float | None  # images/s at cfg.batch
+    note: str = ""
+    export: dict = field(default_factory=dict)  # the ExportReport of the file, where one was written
+
+
+def time_fn(fn: Callable[[], object], *, warmup: int, runs: int) -> float:
+    """Median seconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class _Timer:
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.x1 = np.random.default_rng(0).standard_normal((1, 3, cfg.resolution, cfg.resolution)).astype(np.float32)
+        self.xb = np.random.default_rng(1).standard_normal((cfg.batch, 3, cfg.resolution, cfg.resolution)) \
+            .astype(np.float32)
+        self.runs1, self.warm1 = (15, 3) if cfg.quick else (60, 10)
+        self.runsb = 0 if cfg.quick else 5
+
+    def numpy_fn(self, fn: Callable[[np.ndarray], object]) -> tuple[float, float | None]:
+        lat = time_fn(lambda: fn(self.x1), warmup=self.warm1, runs=self.runs1)
+        thr = None
+        if self.runsb:
+            thr = self.cfg.batch / time_fn(lambda: fn(self.xb), warmup=1, runs=self.runsb)
+        return lat * 1e3, thr
+
+    def torch_fn(self, module, channels_last: bool = False) -> tuple[float, float | None]:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x1 = torch.from_numpy(self.x1).contiguous(memory_format=fmt)
+        xb = torch.from_numpy(self.xb).contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            lat = time_fn(lambda: module(x1), warmup=self.warm1, runs=self.runs1)
+            thr = self.cfg.batch / time_fn(lambda: module(xb), warmup=1, runs=self.runsb) if self.runsb else None
+        return lat * 1e3, thr
+
+
+def _pytorch_paths(model: nn.Module, cfg: BenchConfig, timer: _Timer) -> list[tuple[str, float, float | None]]:
+    """Time each candidate inference path of ``model``; returns (name, latency ms, throughput)."""
+    x = torch.from_numpy(timer.x1)
+    folded = fold_batchnorm(model)
+    out = []
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(folded, x, check_trace=False))
+        out.append(("BN folded + jit.freeze", *timer.torch_fn(frozen)))
+        cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)
+        frozen_cl = torch.jit.freeze(torch.jit.trace(cl, x.contiguous(memory_format=torch.channels_last),
+                                                     check_trace=False))
+        out.append(("BN folded + channels_last + jit.freeze", *timer.torch_fn(frozen_cl, channels_last=True)))
+        ofi = torch.jit.optimize_for_inference(torch.jit.trace(folded, x, check_trace=False))
+        out.append(("jit.optimize_for_inference", *timer.torch_fn(ofi)))
+        if not cfg.quick and "compile" not in cfg.skip:
+            compiled = torch.compile(cl)
+            out.append(("BN folded + channels_last + torch.compile", *timer.torch_fn(compiled, channels_last=True)))
+    return out
+
+
+def _torchvision(name: str) -> nn.Module:
+    import torchvision
+
+    return getattr(torchvision.models, name)().eval()
+
+
+def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log) -> list[Row]:
+    from ..factory import create_model
+
+    ours, tv = create_model(name).eval(), _torchvision(name)
+    rows: list[Row] = []
+
+    def add(path: str, lat: float, thr: float | None, note: str = "", export=None) -> None:
+        rows.append(Row(name, path, lat, thr, note, export.to_dict() if export is not None else {}))
+        log(f"  {path:<28} {lat:8.2f} ms" + (f"  {thr:8.1f} img/s" if thr else "") + (f"  ({note})" if note else ""))
+
+    add("tv eager", *timer.torch_fn(tv))
+    add("ours eager", *timer.torch_fn(ours))
+    paths = _pytorch_paths(ours, cfg, timer)
+    best = min(paths, key=lambda p: p[1])
+    for p in paths:
+        log(f"    candidate {p[0]}: {p[1]:.2f} ms")
+    add("ours best pytorch", best[1], best[2], best[0])
+
+    exports = [("onnx", "onnxruntime", False), ("tflite", "litert", False), ("executorch", "executorch", False),
+               ("onnx", "onnxruntime int8", True), ("executorch", "executorch int8", True)]
+    for fmt, label, int8 in exports:
+        if fmt in cfg.skip or (int8 and "int8" in cfg.skip):
+            continue
+        for who, model in (("ours", ours), ("tv", tv)):
+            # the peers: torchvision's fp32 model through the same ONNX Runtime and LiteRT exports
+            if who == "tv" and (int8 or fmt == "executorch"):
+                continue
+            f = work / f"{who}_{name}{'_int8' if int8 else ''}.{fmt}"
+            rep = export_model(model, f, format=fmt, int8=int8, calib="digits" if int8 else None,
+                               input_size=cfg.resolution, calib_size=cfg.calib_images, eval_size=cfg.calib_images,
+                               min_int8_agreement=0.0, num_threads=cfg.threads)
+            art = load_artifact(f, fmt, num_threads=cfg.threads)
+            note = "batch-1 file, batch 32 = 32 calls" if art.fixed_batch == 1 else ""
+            add(f"{who} {label}", *timer.numpy_fn(art), note, rep)
+    return rows
+
+
+def _ratios(rows: list[Row]) -> list[dict]:
+    by = {(r.model, r.path): r for r in rows}
+    out = []
+    for model in dict.fromkeys(r.model for r in rows):
+        get = lambda p: by.get((model, p))  # noqa: E731
+        lat = lambda p: get(p).latency_ms if get(p) else None  # noqa: E731
+        ratios = {"best pytorch speedup vs tv eager": lat("tv eager") / lat("ours best pytorch")}
+        for rt in ("onnxruntime", "litert"):
+            if lat(f"ours {rt}") and lat(f"tv {rt}"):
+                ratios[f"ours/tv {rt}"] = lat(f"ours {rt}") / lat(f"tv {rt}")
+        ours_fp32 = [lat(f"ours {rt}") for rt in ("onnxruntime", "litert", "executorch") if lat(f"ours {rt}")]
+        peers = [lat(f"tv {rt}") for rt in ("onnxruntime", "litert") if lat(f"tv {rt}")]
+        if ours_fp32 and peers:
+            ratios["fastest ours fp32 / fastest peer"] = min(ours_fp32) / min(peers)
+        int8 = [lat(f"ours {rt} int8") for rt in ("onnxruntime", "executorch") if lat(f"ours {rt} int8")]
+        if int8 and ours_fp32:
+            ratios["int8 speedup vs fastest fp32"] = min(ours_fp32) / min(int8)
+        out.append({"model": model, **ratios})
+    return out
+
+
+def _plot(rows: list[Row], path: Path, cfg: BenchConfig) -> None:
+    """Latency vs the papers' top-1 (V3 Figure 1's view): one marker per runtime, one row of points per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..published import PUBLISHED
+
+    top1 = {p.model: p.top1 for p in PUBLISHED if p.width == 1.0 and p.resolution == 224}
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    paths = list(dict.fromkeys(r.path for r in rows))
+    markers = "os^vD<>pPX*h"
+    for i, p in enumerate(paths):
+        pts = [(r.latency_ms, top1[r.model]) for r in rows if r.path == p and r.model in top1]
+        if pts:
+            ax.scatter(*zip(*pts), marker=markers[i % len(markers)], s=45, label=p,
+                       facecolors="none" if p.startswith("tv") else None)
+    for m in dict.fromkeys(r.model for r in rows):
+        if m in top1:
+            ax.annotate(m.replace("mobilenet_", ""), (max(r.latency_ms for r in rows if r.model == m), top1[m]),
+                        textcoords="offset points", xytext=(6, -3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"batch-1 latency, ms (median, {cfg.threads} CPU threads, log scale)")
+    ax.set_ylabel("published ImageNet top-1 (%)")
+    ax.set_title(f"MobileNets at {cfg.resolution}: latency per runtime vs published accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
+    """Run the benchmark, print the table and ratios, write ``bench.json`` and ``bench.png`` to
+    ``cfg.out_dir``; returns the JSON content."""
+    import platform
+
+    torch.set_num_threads(cfg.threads)
+    timer = _Timer(cfg)
+    rows: list[Row] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        for name in cfg.models:
+            log(f"{name} at {cfg.resolution}, {cfg.threads} threads:")
+            rows += _bench_model(name, cfg, timer, Path(work), log)
+    ratios = _ratios(rows)
+    log("\nratios (batch-1 latency):")
+    for r in ratios:
+        log(f"  {r['model']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "model"))
+    result = {
+        "config": asdict(cfg),
+        "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+                    "threads": cfg.threads},
+        "seconds": time.perf_counter() - t0,
+        "rows": [asdict(r) for r in rows],
+        "ratios": ratios,
+    }
+    out = Path(cfg.out_dir)
+    atomic_write(out / "bench.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    _plot(rows, out / "bench.png", cfg)
+    log(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return result
