@@ -197,18 +197,18 @@ def _plot(rows: list[Row], path: Path, cfg: BenchConfig) -> None:
     for i, p in enumerate(paths):
         pts = [(r.latency_ms, top1[r.model]) for r in rows if r.path == p and r.model in top1]
         if pts:
-            ax.scatter(*zip(*pts), marker=markers[i % len(markers)], s=45, label=p,
-                       facecolors="none" if p.startswith("tv") else None)
+            style = {"facecolors": "none", "edgecolors": f"C{i}"} if p.startswith("tv") else {"color": f"C{i}"}
+            ax.scatter(*zip(*pts), marker=markers[i % len(markers)], s=45, label=p, **style)
     for m in dict.fromkeys(r.model for r in rows):
         if m in top1:
             ax.annotate(m.replace("mobilenet_", ""), (max(r.latency_ms for r in rows if r.model == m), top1[m]),
                         textcoords="offset points", xytext=(6, -3), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(f"batch-1 latency, ms (median, {cfg.threads} CPU threads, log scale)")
-    ax.set_ylabel("published ImageNet top-1 (%)")
+    ax.set_ylabel("published ImageNet top-1 at 224 (%)")
     ax.set_title(f"MobileNets at {cfg.resolution}: latency per runtime vs published accuracy")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, ncol=2, loc="lower right", title="hollow: torchvision's model", title_fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

@@ -22,7 +22,7 @@ __all__ = ["FORMATS", "SUFFIXES", "Artifact", "load_artifact", "require"]
 FORMATS = ("onnx", "tflite", "executorch", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "torchscript": ".pt"}
 # the pip extra that provides each format's exporter and runtime
-EXTRAS = {"onnx": "onnx", "tflite": "tflite", "executorch": "executorch", "torchscript": None}
+EXTRAS = {"onnx": "onnx", "tflite": "tflite-export", "executorch": "executorch", "torchscript": None}
 
 
 def require(fmt: str, module: str):
