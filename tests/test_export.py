@@ -205,3 +205,24 @@ def test_cli_export_errors(tmp_path):
     assert r.returncode == 2 and "no such file" in r.stderr
     r = run("export", "--weights", str(bad), "--format", "coreml")
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------- real published weights (../shared)
+
+PRETRAINED_FILES = ["mobilenet_v1_0.25_224.h5", "mobilenet_v2_1.0_224_quant.tflite",
+                    "mobilenet_v3_small_1.0_224.uint8.tflite"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fname", PRETRAINED_FILES)
+def test_int8_onnx_agrees_on_the_photos(pretrained_dir, fname, tmp_path):
+    """Real ImageNet weights, calibrated and checked on the three photos: int8 keeps every top-1."""
+    pytest.importorskip("onnxruntime.quantization")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the loader's notes about TF-trained files
+        report = export_model(pretrained_dir / fname, tmp_path / "m.onnx", format="onnx", int8=True,
+                              calib=pretrained_dir / "photos")
+    assert report.eval_source.endswith("(3 images)")
+    assert report.top1_agreement == 1.0

@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX / TFLite / ExecuTorch / TorchScript, verified "
                                       "in its runtime")
-    p.add_argument("--weights", required=True, metavar="CKPT", help="a mobilenets checkpoint (.safetensors)")
+    p.add_argument("--weights", required=True, metavar="CKPT",
+                   help="a mobilenets checkpoint, or any weights file 'mobilenets convert' reads")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", "-o", metavar="PATH", help="output file (default: next to CKPT, the format's suffix)")
     p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnx, executorch)")

@@ -179,10 +179,13 @@ def _resolve(model_or_ckpt) -> tuple[nn.Module, str, Preprocessing | None, list[
         cfg = getattr(model_or_ckpt, "config", None)
         name = getattr(cfg, "name", type(model_or_ckpt).__name__)
         return model_or_ckpt, name, None, None
-    from ..checkpoint import load_checkpoint
+    from ..weights import model_from_weights
 
-    model, meta = load_checkpoint(model_or_ckpt)
-    return model, meta.config.name, meta.preprocessing, meta.class_names
+    # any weights file mobilenets reads: our checkpoints, torchvision/timm files, Keras .h5, TFLite
+    model, report = model_from_weights(model_or_ckpt)
+    info = report.info
+    names = list(info.class_names) if info.class_names is not None else None
+    return model.eval(), info.model, info.preprocessing, names
 
 
 def _torch_logits(model: nn.Module, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -211,7 +214,8 @@ def export_model(
     min_int8_agreement: float = 0.9,
     num_threads: int = 2,
 ) -> ExportReport:
-    """Export a model (an ``nn.Module``, or the path of a mobilenets checkpoint) to ``format`` ("onnx",
+    """Export a model (an ``nn.Module``, or a weights file: a mobilenets checkpoint or any file
+    :func:`mobilenets.model_from_weights` reads) to ``format`` ("onnx",
     "tflite", "executorch", "torchscript") at ``path`` (default: the checkpoint's name with the format's
     suffix), with batch norm folded into the convolutions, and verify the written file in its runtime.
 
