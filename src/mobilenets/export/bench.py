@@ -204,6 +204,11 @@ def _plot(rows: list[Row], path: Path, cfg: BenchConfig) -> None:
             ax.annotate(m.replace("mobilenet_", ""), (max(r.latency_ms for r in rows if r.model == m), top1[m]),
                         textcoords="offset points", xytext=(6, -3), fontsize=8)
     ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"batch-1 latency, ms (median, {cfg.threads} CPU threads, log scale)")
     ax.set_ylabel("published ImageNet top-1 at 224 (%)")
     ax.set_title(f"MobileNets at {cfg.resolution}: latency per runtime vs published accuracy")
