@@ -9,6 +9,8 @@ from .preprocess import IMAGENET, TF_INCEPTION, Preprocessing
 from .profile import Profile, profile
 from .registry import list_models
 from .weights import LoadReport, WeightsInfo, inspect_weights, load_weights, model_from_weights
+from .train import TrainConfig, TrainResult, train
+from .evaluate import EvalResult, evaluate
 
 __version__ = "0.1.0"
 
@@ -16,5 +18,5 @@ __all__ = [
     "create_model", "list_models", "profile", "Profile", "MobileNet", "ModelConfig", "FeatureInfo",
     "FeatureExtractor", "save_checkpoint", "load_checkpoint", "CheckpointMeta", "Preprocessing", "IMAGENET",
     "TF_INCEPTION", "MobileNetsError", "load_weights", "model_from_weights", "inspect_weights", "LoadReport",
-    "WeightsInfo",
+    "WeightsInfo", "TrainConfig", "TrainResult", "train", "EvalResult", "evaluate",
 ]

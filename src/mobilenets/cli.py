@@ -171,6 +171,93 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging() -> None:
+    import logging
+
+    log = logging.getLogger("mobilenets")
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stdout)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .train import TrainConfig, train
+
+    _setup_logging()
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    result = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints
+        print(f"best val top-1 {result.best_top1:.2f}% (epoch {result.best_epoch}"
+              f"{', EMA weights' if result.best_is_ema else ''}): {result.best_checkpoint}")
+    return 0
+
+
+@command("eval")
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    r = evaluate(args.weights, data=args.data, batch_size=args.batch_size, workers=args.workers, device=args.device,
+                 confusion_png=args.confusion_png, strict=args.strict)
+    print(format_table(["class", "images", "top-1 %"],
+                       [[c, int(r.confusion[i].sum()), f"{r.per_class[c]:.2f}"]
+                        for i, c in enumerate(r.class_names) if c in r.per_class]))
+    print(f"\n{r.count} images: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%")
+    print(f"confusion matrix: {r.confusion_png}")
+    return 0
+
+
+def _add_train_parser(sub) -> None:
+    from .registry import list_models
+    from .train import AMP_MODES, AUGMENTS, OPTIMIZERS, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train or fine-tune a model (built-in digits by default; torchrun for DDP)",
+                       description="Train or fine-tune. With no arguments: mobilenet_v3_small on the built-in "
+                                   "digits. Under torchrun: DistributedDataParallel.")
+    p.add_argument("--data", metavar="DIR", help="ImageFolder root: DIR/train/<class>/*, DIR/val/<class>/* "
+                                                 "(or class folders with --val-split); default: built-in digits")
+    p.add_argument("--val-split", type=float, default=d.val_split, metavar="F",
+                   help="hold out this fraction of each class of a single class folder")
+    p.add_argument("--model", choices=list_models(), default=d.model)
+    p.add_argument("--width", type=float, default=d.width)
+    p.add_argument("--resolution", type=int, default=d.resolution)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (split over processes)")
+    p.add_argument("--lr", type=float, default=d.lr, help="default: 4e-3 adamw, 0.1 sgd, 0.016 rmsprop, x batch/64")
+    p.add_argument("--opt", choices=OPTIMIZERS, default=d.opt)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="default 0.05 adamw, 4e-5 otherwise; never on norm weights and biases")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="EMA of weights per step (0: off)")
+    p.add_argument("--augment", choices=AUGMENTS, default=d.augment)
+    p.add_argument("--crop-scale", type=float, nargs=2, default=d.crop_scale, metavar=("MIN", "MAX"),
+                   help="RandomResizedCrop area range")
+    p.add_argument("--hflip", type=float, default=d.hflip, help="flip probability (default 0.5; 0 for digits)")
+    p.add_argument("--crop-pct", type=float, default=d.crop_pct, help="eval centre crop (default 0.875; 1 digits)")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--amp", choices=AMP_MODES, default=d.amp,
+                   help="mixed precision autocast (auto: bf16/fp16 on GPU, none on CPU where it is slower)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers per process")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun (GPU)")
+    p.add_argument("--weights", metavar="FILE", help="fine-tune from these weights (new classifier)")
+    p.add_argument("--freeze-backbone", action="store_true", help="train the head only")
+    p.add_argument("--strict", action="store_true", help="an unreadable image is an error, not a skip")
+    p.add_argument("--output", metavar="DIR", help="run folder (default runs/<model>-<time>)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its saved config is used)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .registry import list_models
@@ -231,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", action="append", metavar="RUNTIME",
                    help="leave out a runtime: onnx, tflite, executorch, int8, compile (repeatable)")
     p.add_argument("--out-dir", default="benchmarks/results", help="where the JSON and PNG go")
+
+    _add_train_parser(sub)
+
+    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and a confusion matrix of a checkpoint")
+    p.add_argument("--weights", required=True, metavar="CKPT", help="a mobilenets checkpoint (.safetensors)")
+    p.add_argument("--data", metavar="DIR", help="DIR/val/<class>/* or DIR/<class>/*; default: digits val split")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--confusion-png", metavar="PNG", help="default: confusion_matrix.png next to the checkpoint")
+    p.add_argument("--strict", action="store_true", help="an unreadable image is an error, not a skip")
     return parser
 
 

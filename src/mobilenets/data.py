@@ -1,0 +1,182 @@
+"""Datasets for training and evaluation: image folders (torchvision's ImageFolder layout) and the built-in
+digits, with bad data caught up front: unreadable images are skipped and counted (or, strict, reported by
+name), empty folders and classes and val classes the train set lacks are one-line errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .errors import MobileNetsError
+
+__all__ = ["ImageFiles", "DataSplits", "load_image_folders", "load_eval_folder", "train_transform"]
+
+log = logging.getLogger("mobilenets")
+
+# PIL raises these for files that are not (complete) images.
+_BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+class ImageFiles(Dataset):
+    """(path, class index) samples read as RGB PIL images, then ``transform``.
+
+    An image that cannot be decoded at load time (one that passed the up-front check but is truncated deep
+    inside) raises :class:`MobileNetsError` naming the file when ``strict``; otherwise it is replaced by the
+    next sample and counted in ``self.load_failures`` (per worker process).
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], *, transform=None,
+                 strict: bool = False) -> None:
+        self.samples = samples
+        self.targets = [t for _, t in samples]
+        self.classes = classes
+        self.transform = transform
+        self.strict = strict
+        self.load_failures = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        for k in range(len(self.samples)):
+            path, target = self.samples[(i + k) % len(self.samples)]
+            try:
+                with Image.open(path) as im:
+                    img = im.convert("RGB")
+                break
+            except _BAD_IMAGE as e:
+                if self.strict:
+                    raise MobileNetsError(f"{path}: unreadable image ({e})") from None
+                self.load_failures += 1
+                log.warning("skipping unreadable image %s (%s)", path, e)
+        else:
+            raise MobileNetsError("no readable image left in the dataset")
+        return (img if self.transform is None else self.transform(img)), target
+
+
+def _check_image(path: str) -> str | None:
+    """None if PIL can identify and verify ``path`` (header and, for PNG, the CRCs), else the reason."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return None
+    except _BAD_IMAGE as e:
+        return str(e) or type(e).__name__
+
+
+def _scan(directory: Path, class_to_idx: dict[str, int], *, strict: bool) -> list[tuple[str, int]]:
+    """The readable images of every class folder of ``directory`` (an empty class is an error)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    good, skipped = [], []
+    for path, target in samples:
+        reason = _check_image(path)
+        if reason is None:
+            good.append((path, target))
+        elif strict:
+            raise MobileNetsError(f"{path}: unreadable image ({reason})")
+        else:
+            skipped.append(path)
+    if skipped:
+        log.warning("%s: skipped %d unreadable image(s), e.g. %s", directory, len(skipped), skipped[0])
+    counts = {c: 0 for c in class_to_idx}
+    idx_to_class = {i: c for c, i in class_to_idx.items()}
+    for _, t in good:
+        counts[idx_to_class[t]] += 1
+    present = {c for c in class_to_idx if (directory / c).is_dir()}
+    empty = [c for c in present if counts[c] == 0]
+    if empty:
+        raise MobileNetsError(f"{directory}: class folder(s) with no readable images: {', '.join(sorted(empty))}")
+    return good
+
+
+def _classes(directory: Path) -> list[str]:
+    if not directory.is_dir():
+        raise MobileNetsError(f"{directory}: no such directory")
+    classes = sorted(e.name for e in directory.iterdir() if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise MobileNetsError(f"{directory}: no class folders (expected {directory}/<class>/<image files>)")
+    return classes
+
+
+@dataclass
+class DataSplits:
+    """Train and val samples over one class list (val's class indices are the train set's)."""
+
+    classes: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+
+
+def load_image_folders(root: Path | str, *, val_split: float = 0.0, split_seed: int = 0,
+                       strict: bool = False) -> DataSplits:
+    """``root/train/<class>/*`` and ``root/val/<class>/*``; or, with ``val_split`` in (0, 1), the class
+    folders of ``root`` itself split stratified (``split_seed`` fixes which images are val)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MobileNetsError(f"{root}: no such directory")
+    if (root / "train").is_dir():
+        if val_split:
+            raise MobileNetsError(f"{root}: has train/ (and expects val/): --val-split is for a single class folder")
+        classes = _classes(root / "train")
+        class_to_idx = {c: i for i, c in enumerate(classes)}
+        if not (root / "val").is_dir():
+            raise MobileNetsError(f"{root}: has train/ but no val/ folder")
+        val_classes = _classes(root / "val")
+        extra = sorted(set(val_classes) - set(classes))
+        if extra:
+            raise MobileNetsError(f"{root / 'val'}: classes the train set lacks: {', '.join(extra)}")
+        train = _scan(root / "train", class_to_idx, strict=strict)
+        val = _scan(root / "val", {c: class_to_idx[c] for c in val_classes}, strict=strict)
+        return DataSplits(classes, train, val)
+    if not 0.0 < val_split < 1.0:
+        raise MobileNetsError(f"{root}: no train/ and val/ folders; pass --val-split (e.g. 0.2) to split its "
+                              "class folders")
+    classes = _classes(root)
+    samples = _scan(root, {c: i for i, c in enumerate(classes)}, strict=strict)
+    gen = torch.Generator().manual_seed(split_seed)
+    train, val = [], []
+    for c in range(len(classes)):  # stratified: val_split of each class, at least one image left to train on
+        items = [s for s in samples if s[1] == c]
+        perm = torch.randperm(len(items), generator=gen).tolist()
+        n_val = min(round(len(items) * val_split), len(items) - 1)
+        val += [items[j] for j in perm[:n_val]]
+        train += [items[j] for j in perm[n_val:]]
+    if not val:
+        raise MobileNetsError(f"{root}: --val-split {val_split:g} leaves no validation images")
+    return DataSplits(classes, sorted(train), sorted(val))
+
+
+def load_eval_folder(root: Path | str, class_names: list[str], *, strict: bool = False) -> list[tuple[str, int]]:
+    """Evaluation samples from ``root/val/<class>/*`` (if there is a val/) or ``root/<class>/*``, labelled with
+    the indices of ``class_names`` (the model's classes)."""
+    root = Path(root)
+    directory = root / "val" if (root / "val").is_dir() else root
+    classes = _classes(directory)
+    unknown = sorted(set(classes) - set(class_names))
+    if unknown:
+        raise MobileNetsError(f"{directory}: classes the model was not trained on: {', '.join(unknown)}")
+    return _scan(directory, {c: class_names.index(c) for c in classes}, strict=strict)
+
+
+def train_transform(resolution: int, *, mean, std, crop_scale: tuple[float, float], hflip: float, augment: str):
+    """torchvision transforms v2: RandomResizedCrop, horizontal flip, RandAugment/TrivialAugment, normalise."""
+    from torchvision.transforms import v2
+
+    ops = [v2.ToImage(), v2.RandomResizedCrop(resolution, scale=crop_scale, antialias=True)]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if augment == "trivialaugment":
+        ops.append(v2.TrivialAugmentWide())
+    elif augment == "randaugment":
+        ops.append(v2.RandAugment())
+    elif augment != "none":
+        raise MobileNetsError(f"augment must be none, randaugment or trivialaugment, got {augment!r}")
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(ops)

@@ -1,0 +1,288 @@
+"""Training, fine-tuning, resume, DDP, evaluation and bad data, on tiny image folders cut from the built-in
+digits (3 classes, 32x32, width 0.35: a few seconds per run)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets import MobileNetsError, TrainConfig
+from mobilenets import train as train_mod  # noqa: F401  (the module, for monkeypatching)
+from mobilenets.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
+from mobilenets.digits import DigitsDataset
+from mobilenets.preprocess import Preprocessing
+
+TRAIN_MODULE = sys.modules["mobilenets.train"]
+
+
+def make_folder(root: Path, *, classes=(0, 1, 2), n_train=16, n_val=6, size=32, split=True) -> Path:
+    """An ImageFolder of digits PNGs: root/train/<c>/*.png and root/val/<c>/*.png (or root/<c>/* if not split)."""
+    for part, n, src in (("train", n_train, DigitsDataset("train", image_size=size)),
+                         ("val", n_val, DigitsDataset("val", image_size=size))):
+        for c in classes:
+            d = (root / part if split else root) / f"digit{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            idx = [i for i, t in enumerate(src.targets) if t == c][:n]
+            for i in idx:
+                src.image(i).save(d / f"{part}_{i}.png")
+    return root
+
+
+def tiny(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), output=str(out), model="mobilenet_v3_small", width=0.35, resolution=32,
+                epochs=2, batch_size=8, workers=0, progress=False, hflip=0.0, crop_pct=1.0)
+    return TrainConfig(**{**base, **kw})
+
+
+def cli(*args: str, env=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mobilenets", *args], capture_output=True, text=True, timeout=600,
+                          env=env, **kw)
+
+
+def _comparable(history):
+    return [{k: v for k, v in row.items() if k not in ("images_per_s", "epoch_s")} for row in history]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("digits3"))
+
+
+@pytest.mark.slow
+def test_train_outputs_and_resume_equals_uninterrupted(folder, tmp_path, monkeypatch):
+    straight = mobilenets.train(tiny(folder, tmp_path / "a"))
+    out = straight.output
+    assert [r["epoch"] for r in straight.history] == [1, 2]
+    for name in ("config.json", "last.pt", "best.safetensors", "metrics.csv", "curves.png", "train.log"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "ema_val_top1" in rows[0]
+    assert float(rows[-1]["val_top1"]) == pytest.approx(straight.final["val_top1"])
+    tensors, meta = read_checkpoint(straight.best_checkpoint)
+    assert meta.class_names == ["digit0", "digit1", "digit2"] and meta.config.num_classes == 3
+    assert meta.extra["train_config"]["width"] == 0.35 and meta.preprocessing.crop == 32
+    assert meta.extra["val_top1"] == pytest.approx(straight.best_top1)
+
+    # Interrupt the same run during epoch 2 (after epoch 1's checkpoint), then resume it.
+    real_epoch = TRAIN_MODULE._train_epoch
+
+    def crash_in_epoch_2(*args, **kw):
+        if kw.get("epoch", args[-1]) == 1:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kw)
+
+    monkeypatch.setattr(TRAIN_MODULE, "_train_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        mobilenets.train(tiny(folder, tmp_path / "b"))
+    monkeypatch.setattr(TRAIN_MODULE, "_train_epoch", real_epoch)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1
+    resumed = mobilenets.train(TrainConfig(resume=str(tmp_path / "b"), progress=False))
+    assert resumed.output == tmp_path / "b"
+    assert _comparable(resumed.history) == _comparable(straight.history)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_loses_at_most_that_epoch(tmp_path):
+    data = make_folder(tmp_path / "data", n_train=40, n_val=4)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--output", str(out), "--model", "mobilenet_v3_small", "--width", "0.35",
+            "--resolution", "32", "--batch-size", "4", "--epochs", "3", "--no-progress", "--crop-pct", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mobilenets", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (out / "last.pt").exists():  # written atomically at the end of epoch 1
+            assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL, 30 steps before epoch 2 ends
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert not list(out.glob(".*.tmp"))  # no half-written temp file left behind to trip a resume
+    r = cli("train", "--resume", str(out), "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stdout and "after epoch 1 of 3" in r.stdout
+    with open(out / "metrics.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_matches_one(tmp_path):
+    data = make_folder(tmp_path / "data", n_train=24, n_val=10)
+    common = ["--data", str(data), "--model", "mobilenet_v3_small", "--width", "0.35", "--resolution", "32",
+              "--batch-size", "8", "--epochs", "8", "--lr", "0.01", "--no-progress", "--crop-pct", "1", "--hflip", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = cli("train", *common, "--output", str(tmp_path / "one"), env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "mobilenets", "train", *common, "--output", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es) on cpu" in two.stdout
+    assert two.stdout.count("epoch 8/8:") == 1  # only rank 0 logs and writes
+    assert len(list((tmp_path / "two" / "tb").glob("events.*"))) == 1
+
+    def final(run):
+        with open(tmp_path / run / "metrics.csv") as f:
+            return list(csv.DictReader(f))[-1]
+
+    a, b = final("one"), final("two")
+    # Same global batch, same number of steps: the loss and accuracy agree within noise (30 val images).
+    assert abs(float(a["val_top1"]) - float(b["val_top1"])) <= 20
+    # (measured: 90.0 vs 90.0 val top-1, train loss 0.70 vs 0.84: per-process batch norm over 4 images, not 8)
+    assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 0.35
+    assert float(a["val_top1"]) > 60 and float(b["val_top1"]) > 60  # both learned (chance is 33%)
+
+
+@pytest.mark.slow
+def test_finetune_frozen_backbone_and_eval(folder, tmp_path):
+    src = mobilenets.create_model("mobilenet_v3_small", width=0.35, num_classes=10)
+    pre = save_checkpoint(src, tmp_path / "pre.safetensors")
+    result = mobilenets.train(tiny(folder, tmp_path / "ft", weights=str(pre), freeze_backbone=True, epochs=1,
+                                   ema_decay=0.0))
+    tuned, meta = read_checkpoint(result.best_checkpoint)
+    before = src.state_dict()
+    assert tuned["classifier.weight"].shape == (3, before["classifier.weight"].shape[1])
+    for k, v in before.items():  # backbone weights and BN statistics untouched, head trained
+        if k.startswith(("stem.", "stages.")):
+            assert torch.equal(tuned[k], v), k
+    assert not torch.equal(tuned["head_conv.weight"], before["head_conv.weight"])
+
+    ev = mobilenets.evaluate(result.best_checkpoint, data=folder, confusion_png=tmp_path / "cm.png")
+    assert ev.count == 18 and ev.top1 == pytest.approx(result.best_top1) and ev.top5 == 100.0
+    assert set(ev.per_class) == {"digit0", "digit1", "digit2"} and ev.confusion.sum() == 18
+    assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
+
+    r = cli("eval", "--weights", str(result.best_checkpoint), "--data", str(folder))
+    assert r.returncode == 0, r.stderr
+    assert f"top-1 {ev.top1:.2f}%" in r.stdout and "digit2" in r.stdout
+    assert (result.output / "confusion_matrix.png").is_file()
+
+
+def test_eval_defaults_to_digits_val(tmp_path):
+    model = mobilenets.create_model("mobilenet_v3_small", width=0.35, num_classes=10)
+    ckpt = save_checkpoint(model, tmp_path / "d.safetensors", CheckpointMeta(
+        model.config, class_names=[str(i) for i in range(10)], preprocessing=Preprocessing(32, 32)))
+    ev = mobilenets.evaluate(ckpt)
+    assert ev.count == 359 and ev.confusion.shape == (10, 10) and 0 <= ev.top1 <= ev.top5 <= 100
+    assert ev.confusion_png == tmp_path / "confusion_matrix.png" and ev.confusion_png.is_file()
+
+
+# ----------------------------------------------------------------------------------------------- bad data
+
+def test_corrupt_images_skipped_and_counted_or_strict(tmp_path, caplog):
+    from mobilenets.data import load_image_folders
+
+    data = make_folder(tmp_path / "d", n_train=3, n_val=2)
+    bad = data / "train" / "digit1" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (data / "train" / "digit2" / "empty.jpg").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="mobilenets"):
+        splits = load_image_folders(data)
+    assert len(splits.train) == 9 and len(splits.val) == 6
+    assert "skipped 2 unreadable image(s)" in caplog.text
+    with pytest.raises(MobileNetsError, match="broken.png|empty.jpg"):
+        load_image_folders(data, strict=True)
+    r = cli("train", "--data", str(data), "--strict", "--output", str(tmp_path / "run"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unreadable image" in r.stderr
+
+
+def test_empty_class_empty_folder_and_unknown_val_class(tmp_path):
+    from mobilenets.data import load_image_folders
+
+    data = make_folder(tmp_path / "d", n_train=2, n_val=1)
+    (data / "train" / "digit9").mkdir()
+    with pytest.raises(MobileNetsError, match="digit9"):
+        load_image_folders(data)
+    (data / "train" / "digit9").rmdir()
+    (data / "val" / "digit7").mkdir()
+    make_folder(tmp_path / "d7", classes=(7,), n_train=1, n_val=1)
+    for f in (tmp_path / "d7" / "val" / "digit7").iterdir():
+        f.rename(data / "val" / "digit7" / f.name)
+    with pytest.raises(MobileNetsError, match="classes the train set lacks: digit7"):
+        load_image_folders(data)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MobileNetsError, match="no class folders"):
+        load_image_folders(tmp_path / "empty", val_split=0.2)
+    with pytest.raises(MobileNetsError, match="--val-split"):
+        load_image_folders(tmp_path / "empty")
+    r = cli("train", "--data", str(tmp_path / "empty"), "--val-split", "0.2")
+    assert r.returncode == 2 and "no class folders" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_val_split_of_single_folder_is_stratified_and_fixed(tmp_path):
+    from mobilenets.data import load_image_folders
+
+    data = make_folder(tmp_path / "d", n_train=10, n_val=0, split=False)
+    a, b = load_image_folders(data, val_split=0.2), load_image_folders(data, val_split=0.2)
+    assert a == b and len(a.val) == 6 and len(a.train) == 24
+    assert sorted(t for _, t in a.val) == [0, 0, 1, 1, 2, 2]
+    assert not {p for p, _ in a.val} & {p for p, _ in a.train}
+
+
+def test_weights_from_another_architecture(folder, tmp_path):
+    v2 = save_checkpoint(mobilenets.create_model("mobilenet_v2", width=0.35, num_classes=3),
+                         tmp_path / "v2.safetensors")
+    with pytest.raises(MobileNetsError, match="weights of mobilenet_v2 width 0.35, not mobilenet_v3_small"):
+        mobilenets.train(tiny(folder, tmp_path / "run", weights=str(v2)))
+    r = cli("train", "--data", str(folder), "--weights", str(v2), "--width", "0.35", "--output", str(tmp_path / "r"))
+    assert r.returncode == 2 and "mobilenet_v2" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(epochs=0), "epochs"), (dict(opt="adam"), "opt must be"), (dict(model="resnet50"), "unknown model"),
+    (dict(resolution=16), "resolution"), (dict(amp="fp8"), "amp"),
+])
+def test_config_validation(kw, msg):
+    with pytest.raises(MobileNetsError, match=msg):
+        TrainConfig(**kw)
+
+
+def test_resume_needs_a_training_state(tmp_path):
+    with pytest.raises(MobileNetsError, match="no training state"):
+        mobilenets.train(TrainConfig(resume=str(tmp_path)))
+    (tmp_path / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(MobileNetsError, match="not a mobilenets training state"):
+        mobilenets.train(TrainConfig(resume=str(tmp_path)))
+
+
+@pytest.mark.parametrize("opt", ["sgd", "rmsprop", "adamw"])
+def test_optimizers_param_groups_and_schedule(opt):
+    model = mobilenets.create_model("mobilenet_v3_small", width=0.35, num_classes=3)
+    cfg = TrainConfig(opt=opt, weight_decay=0.01)
+    optimizer = TRAIN_MODULE._make_optimizer(cfg, model)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    f = TRAIN_MODULE._warmup_cosine(100, 10)
+    assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(55) == pytest.approx(0.5) and f(100) == 0.0
+
+
+def test_config_roundtrip_and_defaults():
+    cfg = TrainConfig()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.model == "mobilenet_v3_small" and cfg.data is None and cfg.flip_p == 0.0
+    assert replace(cfg, data="x").flip_p == 0.5 and replace(cfg, opt="sgd").wd == 4e-5
