@@ -248,6 +248,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers per process")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="torch threads (default: torch's; 1 for the built-in digits, fastest there)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun (GPU)")
     p.add_argument("--weights", metavar="FILE", help="fine-tune from these weights (new classifier)")
