@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointMeta, atomic_write, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointMeta, atomic_write, save_checkpoint
 from .errors import MobileNetsError
 from .preprocess import IMAGENET, Preprocessing
 
@@ -136,10 +136,10 @@ class TrainConfig:
         # another process holds a core (measured on 2 cores with one busy: 470 images/s on 1 thread, 17-42 on 2).
         return self.threads if self.threads is not None else (1 if self.data is None else None)
 
-    def preprocessing(self) -> Preprocessing:
-        """How evaluation images are prepared (saved with the weights)."""
-        return Preprocessing(self.resolution, round(self.resolution / self.eval_crop_pct), IMAGENET.mean,
-                             IMAGENET.std)
+    def preprocessing(self, base: Preprocessing = IMAGENET) -> Preprocessing:
+        """How evaluation images are prepared (saved with the weights); mean/std are ``base``'s (the
+        pretrained weights' when fine-tuning)."""
+        return Preprocessing(self.resolution, round(self.resolution / self.eval_crop_pct), base.mean, base.std)
 
 
 @dataclass
@@ -241,21 +241,31 @@ def _set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _load_pretrained(model: nn.Module, path: str, config: TrainConfig) -> None:
-    """Load ``path``'s weights into ``model`` (the one place that reads fine-tuning weights), keeping the new
-    classifier when the class count differs."""
-    tensors, meta = read_checkpoint(path)
-    if meta.config.name != config.model or not math.isclose(meta.config.width, config.width):
-        raise MobileNetsError(f"{path}: weights of {meta.config.name} width {meta.config.width:g}, not "
+def _pretrained_info(config: TrainConfig):
+    """What the fine-tuning weights are (any format :func:`mobilenets.load_weights` reads), checked against
+    the model asked for; None without ``config.weights``."""
+    if not config.weights:
+        return None
+    from .weights import inspect_weights
+
+    info = inspect_weights(config.weights)
+    if info.model != config.model or not math.isclose(info.width, config.width):
+        raise MobileNetsError(f"{config.weights}: weights of {info.model} width {info.width:g}, not "
                               f"{config.model} width {config.width:g}")
-    own = model.state_dict()
-    if tensors.get("classifier.weight") is not None and tensors["classifier.weight"].shape != own[
-            "classifier.weight"].shape:
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    bad = [k for k in missing if not k.startswith("classifier.")] + list(unexpected)
-    if bad:
-        raise MobileNetsError(f"{path}: weights do not fit {config.model}: missing or unexpected {bad[:5]}")
+    return info
+
+
+def _load_pretrained(model: nn.Module, path: str) -> None:
+    """Load fine-tuning weights into ``model``; a classifier of another class count is re-initialised."""
+    import warnings
+
+    from .weights import load_weights
+
+    with warnings.catch_warnings():  # the classifier note goes to the log instead
+        warnings.simplefilter("ignore", UserWarning)
+        report = load_weights(model, path)
+    log.info("fine-tuning from %s (%s weights): %d tensors loaded%s", path, report.info.format, len(report.loaded),
+             f", new classifier for {model.config.num_classes} classes" if report.reinitialized else "")
 
 
 def _ema_with_warmup(decay: float):
@@ -312,10 +322,9 @@ class _Data:
     val: torch.utils.data.Dataset
 
 
-def _build_data(config: TrainConfig) -> _Data:
+def _build_data(config: TrainConfig, pre: Preprocessing) -> _Data:
     from .data import ImageFiles, load_image_folders, train_transform
 
-    pre = config.preprocessing()
     tt = train_transform(config.resolution, mean=pre.mean, std=pre.std, crop_scale=config.crop_scale,
                          hflip=config.flip_p, augment=config.augment)
     if config.data is None:
@@ -459,7 +468,9 @@ def _train(config: TrainConfig, out: Path, state: dict | None, device: torch.dev
     from .factory import create_model
 
     _seed_everything(config.seed + dist.rank)
-    data = _build_data(config)
+    info = _pretrained_info(config)
+    pre = config.preprocessing(info.preprocessing if info else IMAGENET)
+    data = _build_data(config, pre)
     num_classes = len(data.classes)
     if dist.main:
         log.info("%s: %d classes, %d train / %d val images; %s width %g at %d; %d process(es) on %s, amp %s",
@@ -468,9 +479,11 @@ def _train(config: TrainConfig, out: Path, state: dict | None, device: torch.dev
         if not config.resume:
             atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2)))
 
-    model = create_model(config.model, width=config.width, num_classes=num_classes, dropout=config.dropout)
-    if config.weights and state is None:
-        _load_pretrained(model, config.weights, config)
+    options = {"tf_padding": info.tf_padding, "bn_eps": info.bn_eps} if info else {}  # TF-trained weights
+    model = create_model(config.model, width=config.width, num_classes=num_classes, dropout=config.dropout,
+                         **options)
+    if info is not None and state is None:
+        _load_pretrained(model, config.weights)
     if config.freeze_backbone:
         head = {id(p) for m in _head_modules(model) for p in m.parameters()}
         for p in model.parameters():
@@ -553,7 +566,7 @@ def _train(config: TrainConfig, out: Path, state: dict | None, device: torch.dev
             if improved:
                 src = ema.module if is_ema else model
                 save_checkpoint(src, out / BEST_FILE, CheckpointMeta(
-                    config=src.config, class_names=data.classes, preprocessing=config.preprocessing(),
+                    config=src.config, class_names=data.classes, preprocessing=pre,
                     extra={**meta_extra, "epoch": epoch + 1, "val_top1": top1, "ema": is_ema}))
             for k, v in row.items():
                 if k != "epoch":
