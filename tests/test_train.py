@@ -286,3 +286,16 @@ def test_config_roundtrip_and_defaults():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.model == "mobilenet_v3_small" and cfg.data is None and cfg.flip_p == 0.0
     assert replace(cfg, data="x").flip_p == 0.5 and replace(cfg, opt="sgd").wd == 4e-5
+
+
+@pytest.mark.slow
+def test_finetune_from_torchvision_weights(folder, tmp_path):
+    import torchvision
+
+    tv = torchvision.models.mobilenet_v3_small()
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    result = mobilenets.train(tiny(folder, tmp_path / "ft", width=1.0, weights=str(tmp_path / "tv.pth"),
+                                   freeze_backbone=True, epochs=1, ema_decay=0.0))
+    tuned, meta = read_checkpoint(result.best_checkpoint)
+    assert torch.equal(tuned["stem.conv.weight"], tv.state_dict()["features.0.0.weight"])  # frozen, loaded
+    assert meta.config.num_classes == 3 and "fine-tuning from" in (result.output / "train.log").read_text()

@@ -147,7 +147,6 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
                         "[-1, 1] inputs; automatic for Keras and TFLite files")
 
 
-
 @command("export")
 def _export(args: argparse.Namespace) -> int:
     from .export import export_model

@@ -114,8 +114,8 @@ class TrainConfig:
     def base_lr(self) -> float:
         if self.lr is not None:
             return self.lr
-        # adamw: what trains the default run well (measured); sgd 0.1 and rmsprop 0.016 per 256 in the
-        # V2/V3 papers' recipes would be 0.025/0.004 at 64, but from scratch on small data larger works better.
+        # adamw 4e-3: measured on the default digits run (98.6% best val top-1); sgd 0.1 and rmsprop 0.016 are
+        # untuned starting points, all per 64 images (linear scaling with the batch).
         return {"adamw": 4e-3, "sgd": 0.1, "rmsprop": 0.016}[self.opt] * self.batch_size / 64
 
     @property
@@ -300,7 +300,7 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     groups = _param_groups(model, config.wd)
     if config.opt == "sgd":
         return torch.optim.SGD(groups, lr=config.base_lr, momentum=config.momentum, nesterov=True)
-    if config.opt == "rmsprop":  # the V2/V3 papers' optimizer; eps as TF's RMSProp (1.0 scaled, as timm's 'rmsproptf')
+    if config.opt == "rmsprop":  # the V2/V3 papers' optimizer; TF adds eps 1e-3 inside the sqrt: sqrt(1e-3) here
         return torch.optim.RMSprop(groups, lr=config.base_lr, alpha=0.9, eps=0.0316, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.base_lr)
 
