@@ -445,8 +445,10 @@ def train(config: TrainConfig) -> TrainResult:
     threads_before = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    handler = None
+    handler, level_before = None, log.level
     if dist.main:
+        if log.getEffectiveLevel() > logging.INFO:  # train.log records the run's progress whatever the caller's level
+            log.setLevel(logging.INFO)
         out.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(out / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -455,6 +457,7 @@ def train(config: TrainConfig) -> TrainResult:
         return _train(config, out, state, device, dist, amp_dtype)
     finally:
         torch.set_num_threads(threads_before)
+        log.setLevel(level_before)
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
