@@ -190,10 +190,7 @@ def _train(args: argparse.Namespace) -> int:
 
     _setup_logging()
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
-    result = train(config)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints
-        print(f"best val top-1 {result.best_top1:.2f}% (epoch {result.best_epoch}"
-              f"{', EMA weights' if result.best_is_ema else ''}): {result.best_checkpoint}")
+    train(config)  # logs its progress and, at the end, the best checkpoint (rank 0 only under torchrun)
     return 0
 
 
