@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import timm
-import torch
 import torchvision
 from torch import nn
 

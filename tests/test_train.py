@@ -17,7 +17,6 @@ import torch
 
 import mobilenets
 from mobilenets import MobileNetsError, TrainConfig
-from mobilenets import train as train_mod  # noqa: F401  (the module, for monkeypatching)
 from mobilenets.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
 from mobilenets.digits import DigitsDataset
 from mobilenets.preprocess import Preprocessing

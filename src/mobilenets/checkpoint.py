@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import MobileNetsError
+from .errors import MobileNetsError, existing_file
 from .model import ModelConfig
 from .preprocess import IMAGENET, Preprocessing
 
@@ -89,11 +89,7 @@ def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], Checkpoi
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise MobileNetsError(f"{path}: is a directory, not a checkpoint file")
-    if not path.is_file():
-        raise MobileNetsError(f"{path}: no such file")
+    path = existing_file(path, "a checkpoint file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .errors import MobileNetsError
+from .errors import MobileNetsError, existing_file
 
 __all__ = ["Prediction", "predict", "load_image"]
 
@@ -26,11 +25,7 @@ def load_image(path: str | os.PathLike):
     """An RGB PIL image, or a one-line :class:`MobileNetsError` for anything that is not an image file."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if path.is_dir():
-        raise MobileNetsError(f"{path}: is a directory, not an image")
-    if not path.is_file():
-        raise MobileNetsError(f"{path}: no such file")
+    path = existing_file(path, "an image")
     try:
         with Image.open(path) as img:
             return img.convert("RGB")

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import MobileNetsError
+from ..errors import MobileNetsError, existing_file
 
 __all__ = ["FORMATS", "SUFFIXES", "Artifact", "load_artifact", "require"]
 
@@ -129,7 +129,5 @@ def load_artifact(path: Path | str, format: str, *, num_threads: int = 2) -> Art
     """Load an exported file into its runtime, limited to ``num_threads`` CPU threads."""
     if format not in _LOADERS:
         raise MobileNetsError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-    path = Path(path)
-    if not path.is_file():
-        raise MobileNetsError(f"{path}: no such file")
+    path = existing_file(path, "an exported model file")
     return _LOADERS[format](path, num_threads)

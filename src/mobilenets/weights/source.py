@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..errors import MobileNetsError
+from ..errors import MobileNetsError, existing_file
 
 __all__ = ["resolve_source", "cache_dir", "sha256sum"]
 
@@ -52,11 +52,7 @@ def resolve_source(source: str | os.PathLike, *, sha256: str | None = None, time
     text = os.fspath(source)
     if urllib.parse.urlparse(text).scheme in ("http", "https"):
         return _download(*_split_hash(text, sha256), timeout=timeout)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise MobileNetsError(f"{path}: is a directory, not a weights file")
-    if not path.is_file():
-        raise MobileNetsError(f"{path}: no such file")
+    path = existing_file(text, "a weights file")
     if sha256 and sha256sum(path) != sha256.lower():
         raise MobileNetsError(f"{path}: sha256 mismatch (expected {sha256})")
     return path
