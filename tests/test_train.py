@@ -227,8 +227,9 @@ def test_empty_class_empty_folder_and_unknown_val_class(tmp_path):
         load_image_folders(tmp_path / "empty", val_split=0.2)
     with pytest.raises(MobileNetsError, match="--val-split"):
         load_image_folders(tmp_path / "empty")
-    r = cli("train", "--data", str(tmp_path / "empty"), "--val-split", "0.2")
+    r = cli("train", "--data", str(tmp_path / "empty"), "--val-split", "0.2", cwd=tmp_path)
     assert r.returncode == 2 and "no class folders" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()  # a run that never started leaves no folder behind
 
 
 def test_val_split_of_single_folder_is_stratified_and_fixed(tmp_path):

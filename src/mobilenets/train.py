@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -446,6 +447,8 @@ def train(config: TrainConfig) -> TrainResult:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     handler, level_before = None, log.level
+    # a run that fails before it starts leaves no folder behind: remember the topmost folder it creates
+    created = next((d for d in reversed([out, *out.parents]) if not d.exists()), None) if dist.main else None
     if dist.main:
         if log.getEffectiveLevel() > logging.INFO:  # train.log records the run's progress whatever the caller's level
             log.setLevel(logging.INFO)
@@ -455,6 +458,10 @@ def train(config: TrainConfig) -> TrainResult:
         log.addHandler(handler)
     try:
         return _train(config, out, state, device, dist, amp_dtype)
+    except MobileNetsError:
+        if created is not None and not (out / "config.json").exists():
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     finally:
         torch.set_num_threads(threads_before)
         log.setLevel(level_before)
