@@ -166,7 +166,8 @@ def digits_ckpt(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt,module", [("onnx", "onnxruntime.quantization"), ("executorch", "executorch.runtime")])
+@pytest.mark.parametrize("fmt,module", [("onnx", "onnxruntime.quantization"), ("tflite", "litert_torch"),
+                                        ("executorch", "executorch.runtime")])
 def test_int8_on_digits(digits_ckpt, fmt, module, tmp_path):
     pytest.importorskip(module)
     report = export_model(digits_ckpt, tmp_path / f"m_int8.{fmt}", format=fmt, int8=True, calib="digits")

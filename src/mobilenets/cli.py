@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a mobilenets checkpoint, or any weights file 'mobilenets convert' reads")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", "-o", metavar="PATH", help="output file (default: next to CKPT, the format's suffix)")
-    p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnx, executorch)")
+    p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnx, tflite, executorch)")
     p.add_argument("--calib", metavar="DIR", help="calibration images: an image folder, or 'digits' (built-in)")
     p.add_argument("--eval", metavar="DIR", help="labelled images (class sub-folders, or 'digits') to report "
                                                  "top-1 agreement and accuracy on (default: --calib)")

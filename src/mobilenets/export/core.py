@@ -27,7 +27,7 @@ from .runtimes import FORMATS, SUFFIXES, load_artifact, require
 __all__ = ["ExportReport", "export_model", "FP32_RTOL", "INT8_FORMATS"]
 
 FP32_RTOL = 1e-4  # fp32 artifacts: max |diff| <= FP32_RTOL * max |logit| (the issue's acceptance bound)
-INT8_FORMATS = ("onnx", "executorch")
+INT8_FORMATS = ("onnx", "tflite", "executorch")
 MAX_DYNAMIC_BATCH = 64  # ExecuTorch plans memory for an upper bound on the batch
 
 
@@ -168,7 +168,25 @@ def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.nda
     Path(path).write_bytes(_lower_executorch(gm, x, dynamic))
 
 
-_INT8_WRITERS = {"onnx": _int8_onnx, "executorch": _int8_executorch}
+def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool) -> None:
+    """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
+    histogram calibration on ``calib``), converted to a fully int8 TFLite file (int8 input and output,
+    whose scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels."""
+    litert_torch = require("tflite", "litert_torch")
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    gm = prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):  # litert-torch files have batch 1
+            gm(torch.from_numpy(calib[i:i + 1]))
+    gm = convert_pt2e(gm, fold_quantize=False)  # litert-torch folds the weight quantization itself
+    litert_torch.convert(gm, (x,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(path)
+
+
+_INT8_WRITERS = {"onnx": _int8_onnx, "tflite": _int8_tflite, "executorch": _int8_executorch}
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -222,7 +240,8 @@ def export_model(
     ``input_size``: the square input side (default: the checkpoint's preprocessing crop, else 224).
     ``dynamic_batch``: let the file take any batch size where the format allows (ONNX, ExecuTorch up to
     64, TorchScript). ``int8``: post-training static quantization (ONNX via onnxruntime's QDQ quantizer,
-    ExecuTorch via the XNNPACK PT2E quantizer), calibrated on ``calib_size`` images from ``calib``
+    TFLite via litert-torch's PT2E quantizer, ExecuTorch via the XNNPACK PT2E quantizer), calibrated on
+    ``calib_size`` images from ``calib``
     ("digits" or an image folder, see :mod:`mobilenets.export.data`). ``eval_data`` (default: ``calib``;
     labelled folders or "digits" also give accuracies): the images the int8 top-1 agreement is measured on.
     Raises :class:`MobileNetsError` when the check fails (the file is then not written).

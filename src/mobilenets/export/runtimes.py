@@ -76,10 +76,21 @@ def _tflite(path: Path, num_threads: int) -> Artifact:
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     batch = int(inp["shape"][0])
 
+    # int8 files (litert-torch's PT2E path) take and give quantized tensors: quantize the float input with
+    # the file's own (scale, zero point) and dequantize the logits, as a deployed app does
+    in_dtype, (in_scale, in_zero) = inp["dtype"], inp["quantization"]
+    out_dtype, (out_scale, out_zero) = out["dtype"], out["quantization"]
+
     def run(x: np.ndarray) -> np.ndarray:
+        if in_dtype != np.float32:
+            info = np.iinfo(in_dtype)
+            x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max).astype(in_dtype)
         interp.set_tensor(inp["index"], x)
         interp.invoke()
-        return interp.get_tensor(out["index"]).copy()
+        y = interp.get_tensor(out["index"])
+        if out_dtype != np.float32:
+            return (y.astype(np.float32) - out_zero) * np.float32(out_scale)
+        return y.copy()
 
     return Artifact("tflite", path, batch, run)
 
