@@ -128,6 +128,38 @@ def test_bad_requests_are_clear_errors(tmp_path):
         export_model(model, tmp_path / "m.onnx", format="onnx", int8=True, calib=tmp_path / "nope")
 
 
+def test_quant_friendly_activations_compute_the_same_function():
+    """The int8 TFLite path rewrites h-swish / hard-sigmoid into add/clamp/mul: same outputs, no hard-* left."""
+    from mobilenets.export.core import _quant_friendly_activations
+
+    model = small("mobilenet_v3_small")
+    rewritten = _quant_friendly_activations(model)
+    assert not any(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in rewritten.modules())
+    assert any(isinstance(m, nn.Hardswish) for m in model.modules())  # the input model is left alone
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 3
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_helpers():
+    """calibrate_batchnorm sets each BN's statistics to the exact batch statistics of the images;
+    time_interleaved calls every function the requested number of times."""
+    from mobilenets.export.bench import calibrate_batchnorm, time_interleaved
+
+    model = mobilenets.create_model("mobilenet_v2", width=0.35, num_classes=10)
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)).numpy()
+    seen = {}
+    model.stem.conv.register_forward_hook(lambda m, i, o: seen.setdefault("stem", []).append(o.detach()))
+    calibrate_batchnorm(model, images, batch=3)
+    assert not model.training
+    stem = torch.cat(seen["stem"])
+    torch.testing.assert_close(model.stem.bn.running_mean, stem.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    calls = [0, 0]
+    medians = time_interleaved([lambda: calls.__setitem__(0, calls[0] + 1),
+                                lambda: calls.__setitem__(1, calls[1] + 1)], warmup=2, runs=7, rounds=3)
+    assert calls == [9, 9] and len(medians) == 2 and all(m >= 0 for m in medians)
+
+
 # ------------------------------------------------------------------------------------- int8 on digits
 
 DIGITS_SIZE = 32

@@ -1,15 +1,23 @@
 """Inference speed of our model on every runtime we export to, against torchvision's model on the same
 runtimes, in one run on one machine: batch-1 latency (median) and batch-32 throughput on N CPU threads.
 
-Rows per model ("ours" = mobilenets, "tv" = torchvision, both with random weights: speed does not depend on
-the values, and int8 files are calibrated on the built-in digits images):
+Rows per model ("ours" = mobilenets, "tv" = torchvision). Both models get the same treatment: random
+initial weights whose batch-norm statistics are then recomputed on real images (:func:`calibrate_batchnorm`,
+the built-in digits images at the benchmark resolution), so every layer sees activations of a trained
+network's scale instead of the vanishing ones a random init gives (those fall into denormal floats, which
+made PyTorch timings jump by 10x and more); denormals are also flushed to zero (``torch.set_flush_denormal``,
+onnxruntime's ``session.set_denormal_as_zero``). The int8 files are calibrated on the same digits images.
+Pairs that are compared (ours vs tv on one runtime) are timed interleaved, A B A B ..., and medians taken,
+so a change in machine load affects both alike.
 
 - ``tv eager``, ``ours eager``: ``model(x)`` in PyTorch;
 - ``ours best pytorch``: the fastest of several inference paths (BN folded + ``torch.jit.freeze``, the same
   in channels_last, ``torch.jit.optimize_for_inference``, ``torch.compile``), named in the output;
 - ``ours|tv onnxruntime``, ``ours|tv litert``, ``ours executorch``: files written by
   :func:`mobilenets.export.export_model` (each verified against PyTorch as it is written);
-- ``ours onnxruntime int8``, ``ours executorch int8``: post-training static int8.
+- ``ours onnxruntime int8``, ``ours litert int8``, ``ours executorch int8``: post-training static int8.
+
+The ONNX / TFLite rows note the number of operators in the file (ours vs torchvision's graph).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from .core import export_model
 from .fuse import fold_batchnorm
 from .runtimes import load_artifact
 
-__all__ = ["BenchConfig", "run_benchmark", "time_fn"]
+__all__ = ["BenchConfig", "run_benchmark", "time_fn", "time_interleaved", "calibrate_batchnorm", "count_ops"]
 
 RUNTIMES = ("onnx", "tflite", "executorch", "int8", "compile")
 
@@ -59,16 +67,57 @@ class Row:
     export: dict = field(default_factory=dict)  # the ExportReport of the file, where one was written
 
 
+def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, runs: int, rounds: int = 5) -> list[float]:
+    """Median seconds per call of each of ``fns``, each called ``runs`` times (after ``warmup`` calls) in
+    ``rounds`` alternating rounds (A A A B B B A A A B B B ...): drift in machine load hits every function
+    alike, so their ratio means something on a shared machine."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    rounds = max(1, min(rounds, runs))
+    for r in range(rounds):
+        n = runs // rounds + (1 if r < runs % rounds else 0)
+        for i, fn in enumerate(fns):
+            for _ in range(n):
+                t = time.perf_counter()
+                fn()
+                times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
+
+
 def time_fn(fn: Callable[[], object], *, warmup: int, runs: int) -> float:
     """Median seconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return time_interleaved([fn], warmup=warmup, runs=runs, rounds=1)[0]
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: np.ndarray, *, batch: int = 16) -> nn.Module:
+    """Recompute every BatchNorm's running mean and variance as the exact average over ``images`` (in
+    train-mode forward passes; no weight changes), then put ``model`` in eval mode; returns ``model``.
+    With random conv weights this gives each layer unit-scale, centred inputs, as in a trained network."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over all batches
+    model.train()
+    for i in range(0, len(images), batch):
+        model(torch.from_numpy(images[i:i + batch]))
+    return model.eval()
+
+
+def count_ops(path: Path | str, fmt: str) -> int | None:
+    """Operators in an ONNX or TFLite file (None for other formats)."""
+    if fmt == "onnx":
+        import onnx
+
+        return len(onnx.load(str(path), load_external_data=False).graph.node)
+    if fmt == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(path))
+        return sum(1 for op in interp._get_ops_details() if op["op_name"] != "DELEGATE")
+    return None
 
 
 class _Timer:
@@ -80,21 +129,34 @@ class _Timer:
         self.runs1, self.warm1 = (15, 3) if cfg.quick else (60, 10)
         self.runsb = 0 if cfg.quick else 5
 
-    def numpy_fn(self, fn: Callable[[np.ndarray], object]) -> tuple[float, float | None]:
-        lat = time_fn(lambda: fn(self.x1), warmup=self.warm1, runs=self.runs1)
-        thr = None
-        if self.runsb:
-            thr = self.cfg.batch / time_fn(lambda: fn(self.xb), warmup=1, runs=self.runsb)
-        return lat * 1e3, thr
+    def numpy_calls(self, fn: Callable[[np.ndarray], object]) -> tuple[Callable, Callable]:
+        return (lambda: fn(self.x1)), (lambda: fn(self.xb))
 
-    def torch_fn(self, module, channels_last: bool = False) -> tuple[float, float | None]:
+    def torch_calls(self, module, channels_last: bool = False) -> tuple[Callable, Callable]:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         x1 = torch.from_numpy(self.x1).contiguous(memory_format=fmt)
         xb = torch.from_numpy(self.xb).contiguous(memory_format=fmt)
-        with torch.inference_mode():
-            lat = time_fn(lambda: module(x1), warmup=self.warm1, runs=self.runs1)
-            thr = self.cfg.batch / time_fn(lambda: module(xb), warmup=1, runs=self.runsb) if self.runsb else None
-        return lat * 1e3, thr
+
+        def call(x):
+            with torch.inference_mode():
+                return module(x)
+
+        return (lambda: call(x1)), (lambda: call(xb))
+
+    def measure(self, *calls: tuple[Callable, Callable]) -> list[tuple[float, float | None]]:
+        """(batch-1 latency ms, batch throughput img/s) of each (batch-1 call, batch call), timed interleaved."""
+        lats = time_interleaved([c[0] for c in calls], warmup=self.warm1, runs=self.runs1)
+        thrs: list[float | None] = [None] * len(calls)
+        if self.runsb:
+            thrs = [self.cfg.batch / t for t in
+                    time_interleaved([c[1] for c in calls], warmup=1, runs=self.runsb, rounds=self.runsb)]
+        return [(lat * 1e3, thr) for lat, thr in zip(lats, thrs)]
+
+    def numpy_fn(self, fn: Callable[[np.ndarray], object]) -> tuple[float, float | None]:
+        return self.measure(self.numpy_calls(fn))[0]
+
+    def torch_fn(self, module, channels_last: bool = False) -> tuple[float, float | None]:
+        return self.measure(self.torch_calls(module, channels_last))[0]
 
 
 def _pytorch_paths(model: nn.Module, cfg: BenchConfig, timer: _Timer) -> list[tuple[str, float, float | None]]:
@@ -123,18 +185,22 @@ def _torchvision(name: str) -> nn.Module:
     return getattr(torchvision.models, name)().eval()
 
 
-def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log) -> list[Row]:
+def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log, bn_images: np.ndarray) -> list[Row]:
     from ..factory import create_model
 
-    ours, tv = create_model(name).eval(), _torchvision(name)
+    torch.manual_seed(0)
+    # the same treatment for both: random weights, batch-norm statistics from the same real images
+    ours = calibrate_batchnorm(create_model(name), bn_images)
+    tv = calibrate_batchnorm(_torchvision(name), bn_images)
     rows: list[Row] = []
 
     def add(path: str, lat: float, thr: float | None, note: str = "", export=None) -> None:
         rows.append(Row(name, path, lat, thr, note, export.to_dict() if export is not None else {}))
         log(f"  {path:<28} {lat:8.2f} ms" + (f"  {thr:8.1f} img/s" if thr else "") + (f"  ({note})" if note else ""))
 
-    add("tv eager", *timer.torch_fn(tv))
-    add("ours eager", *timer.torch_fn(ours))
+    tv_eager, ours_eager = timer.measure(timer.torch_calls(tv), timer.torch_calls(ours))
+    add("tv eager", *tv_eager)
+    add("ours eager", *ours_eager)
     paths = _pytorch_paths(ours, cfg, timer)
     best = min(paths, key=lambda p: p[1])
     for p in paths:
@@ -142,10 +208,12 @@ def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log) ->
     add("ours best pytorch", best[1], best[2], best[0])
 
     exports = [("onnx", "onnxruntime", False), ("tflite", "litert", False), ("executorch", "executorch", False),
-               ("onnx", "onnxruntime int8", True), ("executorch", "executorch int8", True)]
+               ("onnx", "onnxruntime int8", True), ("tflite", "litert int8", True),
+               ("executorch", "executorch int8", True)]
     for fmt, label, int8 in exports:
         if fmt in cfg.skip or (int8 and "int8" in cfg.skip):
             continue
+        runs = []
         for who, model in (("ours", ours), ("tv", tv)):
             # the peers: torchvision's fp32 model through the same ONNX Runtime and LiteRT exports
             if who == "tv" and (int8 or fmt == "executorch"):
@@ -155,8 +223,13 @@ def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log) ->
                                input_size=cfg.resolution, calib_size=cfg.calib_images, eval_size=cfg.calib_images,
                                min_int8_agreement=0.0, num_threads=cfg.threads)
             art = load_artifact(f, fmt, num_threads=cfg.threads)
-            note = "batch-1 file, batch 32 = 32 calls" if art.fixed_batch == 1 else ""
-            add(f"{who} {label}", *timer.numpy_fn(art), note, rep)
+            notes = [f"{n} ops"] if (n := count_ops(f, fmt)) is not None else []
+            if art.fixed_batch == 1:
+                notes.append(f"batch-1 file, batch {cfg.batch} = {cfg.batch} calls")
+            runs.append((f"{who} {label}", art, ", ".join(notes), rep))
+        # ours and torchvision's file on the same runtime: timed interleaved
+        for (path, _, note, rep), (lat, thr) in zip(runs, timer.measure(*(timer.numpy_calls(r[1]) for r in runs))):
+            add(path, lat, thr, note, rep)
     return rows
 
 
@@ -174,7 +247,7 @@ def _ratios(rows: list[Row]) -> list[dict]:
         peers = [lat(f"tv {rt}") for rt in ("onnxruntime", "litert") if lat(f"tv {rt}")]
         if ours_fp32 and peers:
             ratios["fastest ours fp32 / fastest peer"] = min(ours_fp32) / min(peers)
-        int8 = [lat(f"ours {rt} int8") for rt in ("onnxruntime", "executorch") if lat(f"ours {rt} int8")]
+        int8 = [lat(f"ours {rt} int8") for rt in ("onnxruntime", "litert", "executorch") if lat(f"ours {rt} int8")]
         if int8 and ours_fp32:
             ratios["int8 speedup vs fastest fp32"] = min(ours_fp32) / min(int8)
         out.append({"model": model, **ratios})
@@ -224,14 +297,20 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
     ``cfg.out_dir``; returns the JSON content."""
     import platform
 
+    from ..preprocess import IMAGENET
+    from .data import load_images
+
     torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # see the module doc; onnxruntime sessions do the same (runtimes.py)
     timer = _Timer(cfg)
+    bn_images = load_images("digits", preprocessing=IMAGENET.with_size(cfg.resolution), role="calib",
+                            limit=cfg.calib_images).images
     rows: list[Row] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         for name in cfg.models:
             log(f"{name} at {cfg.resolution}, {cfg.threads} threads:")
-            rows += _bench_model(name, cfg, timer, Path(work), log)
+            rows += _bench_model(name, cfg, timer, Path(work), log, bn_images)
     ratios = _ratios(rows)
     log("\nratios (batch-1 latency):")
     for r in ratios:

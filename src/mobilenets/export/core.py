@@ -168,11 +168,52 @@ def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.nda
     Path(path).write_bytes(_lower_executorch(gm, x, dynamic))
 
 
+class _QuantFriendlyHardSwish(nn.Module):
+    """``x * relu6(x + 3) / 6`` (= ``nn.Hardswish``) written with ops litert-torch's quantizer quantizes
+    (add, clamp folded into the add's int8 range, mul). litert-torch emits ``nn.Hardswish`` as an int8
+    HARD_SWISH that XNNPACK does not take, which splits the graph into ~20 delegate partitions and made
+    int8 slower than fp32 on V3; written this way the whole int8 graph is one XNNPACK partition. The
+    constants are 4-D so litert-torch's layout pass keeps these ops in NHWC (0-d constants made it wrap
+    each one in two TRANSPOSEs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("three", torch.full((1, 1, 1, 1), 3.0))
+        self.register_buffer("sixth", torch.full((1, 1, 1, 1), 1.0 / 6.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * nn.functional.relu6(x + self.three) * self.sixth
+
+
+class _QuantFriendlyHardSigmoid(_QuantFriendlyHardSwish):
+    """``relu6(x + 3) / 6`` (= ``nn.Hardsigmoid``); see :class:`_QuantFriendlyHardSwish`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu6(x + self.three) * self.sixth
+
+
+def _quant_friendly_activations(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ``nn.Hardswish`` / ``nn.Hardsigmoid`` in the decomposed forms above
+    (the same function)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Hardswish:
+                setattr(parent, name, _QuantFriendlyHardSwish())
+            elif type(child) is nn.Hardsigmoid:
+                setattr(parent, name, _QuantFriendlyHardSigmoid())
+    return model
+
+
 def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool) -> None:
     """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
     histogram calibration on ``calib``), converted to a fully int8 TFLite file (int8 input and output,
-    whose scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels."""
+    whose scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels.
+    h-swish and hard-sigmoid are first rewritten into quantizable ops (:func:`_quant_friendly_activations`)."""
     litert_torch = require("tflite", "litert_torch")
+    model = _quant_friendly_activations(model)
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
