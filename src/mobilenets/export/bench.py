@@ -2,10 +2,12 @@
 runtimes, in one run on one machine: batch-1 latency (median) and batch-32 throughput on N CPU threads.
 
 Rows per model ("ours" = mobilenets, "tv" = torchvision). Both models get the same treatment: random
-initial weights whose batch-norm statistics are then recomputed on real images (:func:`calibrate_batchnorm`,
-the built-in digits images at the benchmark resolution), so every layer sees activations of a trained
-network's scale instead of the vanishing ones a random init gives (those fall into denormal floats, which
-made PyTorch timings jump by 10x and more); denormals are also flushed to zero (``torch.set_flush_denormal``,
+initial weights whose batch-norm statistics are then recomputed (:func:`calibrate_batchnorm`) on the inputs
+the models see here: the built-in digits images at the benchmark resolution (which the int8 files are
+calibrated on) mixed one-to-one with the standard-normal tensors the timings and export checks use. Every
+layer then sees activations of a trained network's scale instead of the vanishing ones a random init gives
+(those fall into denormal floats, which made PyTorch timings jump by 10x and more) or the exploding ones
+BN statistics from one kind of input give on the other (logits ~1000); denormals are also flushed to zero (``torch.set_flush_denormal``,
 onnxruntime's ``session.set_denormal_as_zero``). The int8 files are calibrated on the same digits images.
 Pairs that are compared (ours vs tv on one runtime) are timed interleaved, A B A B ..., and medians taken,
 so a change in machine load affects both alike.
@@ -303,8 +305,10 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # see the module doc; onnxruntime sessions do the same (runtimes.py)
     timer = _Timer(cfg)
-    bn_images = load_images("digits", preprocessing=IMAGENET.with_size(cfg.resolution), role="calib",
-                            limit=cfg.calib_images).images
+    digits = load_images("digits", preprocessing=IMAGENET.with_size(cfg.resolution), role="calib",
+                         limit=cfg.calib_images).images
+    noise = np.random.default_rng(2).standard_normal(digits.shape).astype(np.float32)
+    bn_images = np.stack([digits, noise], axis=1).reshape(-1, *digits.shape[1:])  # alternate: mixed batches
     rows: list[Row] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
