@@ -192,8 +192,18 @@ class _QuantFriendlyHardSigmoid(_QuantFriendlyHardSwish):
         return nn.functional.relu6(x + self.three) * self.sixth
 
 
+class _QuantFriendlyReLU6(nn.Module):
+    """``clamp(x, 0, 6)`` (= ``nn.ReLU6``). litert-torch's int8 file of a conv followed by ``nn.ReLU6``
+    (``aten.hardtanh``) computes the wrong function: the published MobileNetV2 exported that way kept 0 of 3
+    photo top-1s (max |logit diff| 13.5 at logit scale 16.7); with a plain clamp it keeps 3 of 3 (max diff
+    0.89) and runs faster (2.49 vs 3.16 ms, 2 threads)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, 0.0, 6.0)
+
+
 def _quant_friendly_activations(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``nn.Hardswish`` / ``nn.Hardsigmoid`` in the decomposed forms above
+    """A copy of ``model`` with every ``nn.Hardswish`` / ``nn.Hardsigmoid`` / ``nn.ReLU6`` in the forms above
     (the same function)."""
     import copy
 
@@ -204,6 +214,8 @@ def _quant_friendly_activations(model: nn.Module) -> nn.Module:
                 setattr(parent, name, _QuantFriendlyHardSwish())
             elif type(child) is nn.Hardsigmoid:
                 setattr(parent, name, _QuantFriendlyHardSigmoid())
+            elif type(child) is nn.ReLU6:
+                setattr(parent, name, _QuantFriendlyReLU6())
     return model
 
 
@@ -211,7 +223,7 @@ def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray
     """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
     histogram calibration on ``calib``), converted to a fully int8 TFLite file (int8 input and output,
     whose scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels.
-    h-swish and hard-sigmoid are first rewritten into quantizable ops (:func:`_quant_friendly_activations`)."""
+    h-swish, hard-sigmoid and ReLU6 are first rewritten into quantizable ops (:func:`_quant_friendly_activations`)."""
     litert_torch = require("tflite", "litert_torch")
     model = _quant_friendly_activations(model)
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
