@@ -12,7 +12,7 @@ from torch import nn
 
 import mobilenets
 from mobilenets.checkpoint import CheckpointMeta, save_checkpoint
-from mobilenets.digits import DIGITS_CLASSES, DigitsDataset
+from mobilenets.digits import DigitsDataset
 from mobilenets.errors import MobileNetsError
 from mobilenets.export import export_model, fold_batchnorm, load_artifact
 from mobilenets.preprocess import IMAGENET
@@ -164,53 +164,63 @@ def test_benchmark_helpers():
 
 # ------------------------------------------------------------------------------------- int8 on digits
 
-DIGITS_SIZE = 32
-
-
-def _finetune_digits(model: nn.Module, epochs: int = 4) -> nn.Module:
-    """A minimal training loop (the real one lives in mobilenets' training module): enough for a model
-    whose logits mean something, so int8 agreement is a real measurement."""
-    tf = IMAGENET.with_size(DIGITS_SIZE).transform()
-    ds = DigitsDataset("train", image_size=DIGITS_SIZE, transform=tf)
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
-    y = torch.from_numpy(ds.targets)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = epochs * (len(x) // 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x) - 63, 64):
-            idx = perm[i:i + 64]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    return model.eval()
-
 
 @pytest.fixture(scope="module")
 def digits_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = _finetune_digits(mobilenets.create_model("mobilenet_v3_small", width=0.5, num_classes=10))
-    path = tmp_path_factory.mktemp("digits") / "digits.safetensors"
-    save_checkpoint(model, path, CheckpointMeta(model.config, DIGITS_CLASSES, IMAGENET.with_size(DIGITS_SIZE)))
-    return path
+    """The checkpoint the main job writes: ``mobilenets train`` with no arguments (V3-Small on the built-in
+    digits at 64x64, 10 epochs, ~45 s; best val top-1 98.6% on the development machine)."""
+    from mobilenets.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("digits_run")
+    return train(TrainConfig(output=str(out / "run"), progress=False)).best_checkpoint
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,module", [("onnx", "onnxruntime.quantization"), ("tflite", "litert_torch"),
                                         ("executorch", "executorch.runtime")])
 def test_int8_on_digits(digits_ckpt, fmt, module, tmp_path):
+    """Issue 5's acceptance bound: int8 keeps fp32's top-1 on at least 98% of the digits val set, on every
+    int8 runtime (measured: onnxruntime 99.72%, LiteRT 100%, ExecuTorch 98.89%)."""
     pytest.importorskip(module)
-    report = export_model(digits_ckpt, tmp_path / f"m_int8.{fmt}", format=fmt, int8=True, calib="digits")
+    report = export_model(digits_ckpt, tmp_path / f"m_int8.{fmt}", format=fmt, int8=True, calib="digits",
+                          eval_size=None)
     assert report.int8 and report.eval_source.startswith("digits:val (359 images)")
-    assert report.accuracy_fp32 > 0.8, "the fine-tuned model should have learnt the digits"
-    assert report.top1_agreement >= 0.95
-    assert report.accuracy_fp32 - report.accuracy <= 0.03
+    assert report.accuracy_fp32 > 0.95, "the main job's checkpoint should have learnt the digits"
+    assert report.top1_agreement >= 0.98
+    assert report.accuracy_fp32 - report.accuracy <= 0.01
     fp32_bytes = 4 * sum(t.numel() for t in mobilenets.load_checkpoint(digits_ckpt)[0].state_dict().values())
     assert report.size_bytes < 0.5 * fp32_bytes  # the weights are stored as int8
+
+
+def _float_ops(path) -> list[str]:
+    """The operators of a TFLite file that compute in float32 (any float32 input or output tensor)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
+    return [op["op_name"] for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"
+            and any(dtypes[i] == np.float32 for i in [*op["inputs"], *op["outputs"]] if i >= 0)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_int8_tflite_is_fully_int8(name, tmp_path):
+    """Residual adds that feed residual adds (V2's 3- and 4-block stages) and the squeeze-excite pools used
+    to run in float32 between DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds; V3: every SE)."""
+    pytest.importorskip("litert_torch")
+    model = mobilenets.create_model(name, width=0.5, num_classes=10)
+    digits = DigitsDataset("train", image_size=SIZE, transform=IMAGENET.with_size(SIZE).transform())
+    from mobilenets.export.bench import calibrate_batchnorm
+
+    calibrate_batchnorm(model, torch.stack([digits[i][0] for i in range(64)]).numpy())
+    report = export_model(model, tmp_path / "m.tflite", format="tflite", int8=True, calib="digits",
+                          input_size=SIZE, calib_size=32, eval_size=32, min_int8_agreement=0.0)
+    float_ops = _float_ops(report.path)
+    if name == "mobilenet_v2":  # its last ReLU6 and the global pool stay float (litert-torch leaves that
+        # pool unquantized when its input is a clamp): 7x7 ops, next to nothing
+        assert sorted(float_ops) == ["DEQUANTIZE", "MEAN", "QUANTIZE", "RELU6"]
+    else:
+        assert float_ops == []
 
 
 # ------------------------------------------------------------------------------------------------- CLI

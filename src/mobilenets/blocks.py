@@ -60,7 +60,7 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
+        s = nn.functional.adaptive_avg_pool2d(x, 1)
         s = self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
         return x * s
 

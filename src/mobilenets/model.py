@@ -212,7 +212,7 @@ class MobileNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
         """Pool, V3's 1x1 head conv, dropout and classifier (``pre_logits``: stop before the classifier)."""
-        x = x.mean((2, 3), keepdim=True)
+        x = nn.functional.adaptive_avg_pool2d(x, 1)
         if self.head_conv is not None:
             x = self.head_act(self.head_conv(x))
         x = self.dropout(x.flatten(1))

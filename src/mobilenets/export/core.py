@@ -219,6 +219,27 @@ def _quant_friendly_activations(model: nn.Module) -> nn.Module:
     return model
 
 
+def _observe_residual_inputs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Route every residual ``add`` through the observer already on its input.
+
+    When a residual sum feeds the next block's residual sum (V2's stages of 3 and 4 blocks, V3's repeated
+    rows), ``prepare_pt2e`` gives the first sum an observer for its conv consumer but leaves the second
+    ``add`` reading the raw float tensor; the converted file then runs those adds in float32 between
+    DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds, 24 extra ops), so it is not the fully int8 file the
+    quantizer was asked for (integer-only accelerators reject it). Reading the observer's output instead
+    quantizes the edge with the scale the tensor already has."""
+    for node in list(gm.graph.nodes):
+        observers = [u for u in node.users
+                     if u.op == "call_module" and str(u.target).startswith("activation_post_process")]
+        if node.op == "call_module" or len(observers) != 1:
+            continue
+        for user in list(node.users):
+            if user.op == "call_function" and user.target == torch.ops.aten.add.Tensor:
+                user.replace_input_with(node, observers[0])
+    gm.recompile()
+    return gm
+
+
 def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool) -> None:
     """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
     histogram calibration on ``calib``), converted to a fully int8 TFLite file (int8 input and output,
@@ -231,7 +252,7 @@ def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    gm = prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
+    gm = _observe_residual_inputs(prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer))
     with torch.no_grad():
         for i in range(len(calib)):  # litert-torch files have batch 1
             gm(torch.from_numpy(calib[i:i + 1]))
