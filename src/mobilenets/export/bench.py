@@ -29,6 +29,7 @@ import json
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -166,7 +167,9 @@ def _pytorch_paths(model: nn.Module, cfg: BenchConfig, timer: _Timer) -> list[tu
     x = torch.from_numpy(timer.x1)
     folded = fold_batchnorm(model)
     out = []
-    with torch.no_grad():
+    # TorchScript is deprecated upstream (see core._write_torchscript); its FutureWarnings say nothing here
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         frozen = torch.jit.freeze(torch.jit.trace(folded, x, check_trace=False))
         out.append(("BN folded + jit.freeze", *timer.torch_fn(frozen)))
         cl = copy.deepcopy(folded).to(memory_format=torch.channels_last)

@@ -225,8 +225,8 @@ def _observe_residual_inputs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     When a residual sum feeds the next block's residual sum (V2's stages of 3 and 4 blocks, V3's repeated
     rows), ``prepare_pt2e`` gives the first sum an observer for its conv consumer but leaves the second
     ``add`` reading the raw float tensor; the converted file then runs those adds in float32 between
-    DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds, 24 extra ops), so it is not the fully int8 file the
-    quantizer was asked for (integer-only accelerators reject it). Reading the observer's output instead
+    DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds, 24 extra ops), not the int8 graph the quantizer was
+    asked for (integer-only accelerators reject float ops). Reading the observer's output instead
     quantizes the edge with the scale the tensor already has."""
     for node in list(gm.graph.nodes):
         observers = [u for u in node.users
@@ -242,9 +242,12 @@ def _observe_residual_inputs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool) -> None:
     """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
-    histogram calibration on ``calib``), converted to a fully int8 TFLite file (int8 input and output,
-    whose scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels.
-    h-swish, hard-sigmoid and ReLU6 are first rewritten into quantizable ops (:func:`_quant_friendly_activations`)."""
+    histogram calibration on ``calib``), converted to an int8 TFLite file (int8 input and output, whose
+    scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels: V3 files are
+    int8 end to end; V2 keeps its last ReLU6 and the 7x7 global pool in float (litert-torch's quantizer leaves
+    a pool whose input is a clamp unannotated). h-swish, hard-sigmoid and ReLU6 are first rewritten into
+    quantizable ops (:func:`_quant_friendly_activations`), and residual adds observed
+    (:func:`_observe_residual_inputs`)."""
     litert_torch = require("tflite", "litert_torch")
     model = _quant_friendly_activations(model)
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
