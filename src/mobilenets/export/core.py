@@ -225,7 +225,7 @@ def _observe_residual_inputs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     When a residual sum feeds the next block's residual sum (V2's stages of 3 and 4 blocks, V3's repeated
     rows), ``prepare_pt2e`` gives the first sum an observer for its conv consumer but leaves the second
     ``add`` reading the raw float tensor; the converted file then runs those adds in float32 between
-    DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds, 24 extra ops), not the int8 graph the quantizer was
+    DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds, 22 extra ops), not the int8 graph the quantizer was
     asked for (integer-only accelerators reject float ops). Reading the observer's output instead
     quantizes the edge with the scale the tensor already has."""
     for node in list(gm.graph.nodes):
