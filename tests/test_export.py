@@ -145,7 +145,7 @@ def test_quant_friendly_activations_compute_the_same_function(name):
 
 def test_benchmark_helpers():
     """calibrate_batchnorm sets each BN's statistics to the exact batch statistics of the images;
-    time_interleaved calls every function the requested number of times."""
+    time_interleaved calls every function warmup + runs times, plus one settling call per turn."""
     from mobilenets.export.bench import calibrate_batchnorm, time_interleaved
 
     model = mobilenets.create_model("mobilenet_v2", width=0.35, num_classes=10)
@@ -158,8 +158,12 @@ def test_benchmark_helpers():
     torch.testing.assert_close(model.stem.bn.running_mean, stem.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     calls = [0, 0]
     medians = time_interleaved([lambda: calls.__setitem__(0, calls[0] + 1),
-                                lambda: calls.__setitem__(1, calls[1] + 1)], warmup=2, runs=7, rounds=3)
-    assert calls == [9, 9] and len(medians) == 2 and all(m >= 0 for m in medians)
+                                lambda: calls.__setitem__(1, calls[1] + 1)], warmup=2, runs=7, rounds=3,
+                               settle_s=0.0)
+    assert calls == [2 + 7 + 3, 2 + 7 + 3] and len(medians) == 2 and all(m >= 0 for m in medians)
+    calls = [0]
+    time_interleaved([lambda: calls.__setitem__(0, calls[0] + 1)], warmup=2, runs=7, rounds=3)
+    assert calls == [9]  # nothing to settle with one function
 
 
 # ------------------------------------------------------------------------------------- int8 on digits

@@ -70,10 +70,17 @@ class Row:
     export: dict = field(default_factory=dict)  # the ExportReport of the file, where one was written
 
 
-def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, runs: int, rounds: int = 5) -> list[float]:
+def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, runs: int, rounds: int = 5,
+                     settle_s: float = 0.05) -> list[float]:
     """Median seconds per call of each of ``fns``, each called ``runs`` times (after ``warmup`` calls) in
     ``rounds`` alternating rounds (A A A B B B A A A B B B ...): drift in machine load hits every function
-    alike, so their ratio means something on a shared machine."""
+    alike, so their ratio means something on a shared machine.
+
+    Each turn starts with untimed calls for ``settle_s`` seconds (at least one; none when there is one
+    function): a runtime's worker threads keep spinning for a while after its last call, and on a 2-core
+    machine the spinning threads of the function just timed took a core from the next one. Without this, two
+    onnxruntime sessions of the same V2 graph (3.4 ms alone) measured 5-8 ms each when timed in turns, and
+    their ratio swung from 0.6 to 1.5 between runs; with 50 ms of settling, 3.4 ms and 1.00 +- 0.01."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -82,6 +89,11 @@ def time_interleaved(fns: list[Callable[[], object]], *, warmup: int, runs: int,
     for r in range(rounds):
         n = runs // rounds + (1 if r < runs % rounds else 0)
         for i, fn in enumerate(fns):
+            if len(fns) > 1:
+                end = time.perf_counter() + settle_s
+                fn()
+                while time.perf_counter() < end:
+                    fn()
             for _ in range(n):
                 t = time.perf_counter()
                 fn()
