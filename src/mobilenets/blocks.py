@@ -60,7 +60,7 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = nn.functional.adaptive_avg_pool2d(x, 1)
+        s = nn.functional.adaptive_avg_pool2d(x, 1)  # the squeeze; not mean(): see MobileNet.forward_head
         s = self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
         return x * s
 

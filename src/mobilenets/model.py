@@ -212,6 +212,8 @@ class MobileNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
         """Pool, V3's 1x1 head conv, dropout and classifier (``pre_logits``: stop before the classifier)."""
+        # global average pool written as adaptive_avg_pool2d (= mean over H, W): litert-torch's int8 quantizer
+        # annotates this op and not mean, so V3's int8 TFLite files pool in int8 (export/core.py)
         x = nn.functional.adaptive_avg_pool2d(x, 1)
         if self.head_conv is not None:
             x = self.head_act(self.head_conv(x))
