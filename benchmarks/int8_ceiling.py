@@ -33,11 +33,9 @@ from torch import nn
 from mobilenets import create_model
 from mobilenets.checkpoint import atomic_write
 from mobilenets.export import export_model, load_artifact
-from mobilenets.export.bench import calibrate_batchnorm, time_interleaved
-from mobilenets.export.data import load_images
-from mobilenets.export.core import _lower_executorch
+from mobilenets.export.bench import bn_calibration_images, calibrate_batchnorm, time_interleaved
+from mobilenets.export.core import _int8_executorch, _write_executorch
 from mobilenets.export.fuse import fold_batchnorm
-from mobilenets.preprocess import IMAGENET
 
 # (name, spatial size, bottleneck channels, expanded channels): stride-1 rows of MobileNetV2 Table 2
 # (t = 6): the 56x56 row (24 -> 144), the 28x28 row (32 -> 192) and the 14x14 row (64 -> 384)
@@ -122,23 +120,6 @@ def fp32_depthwise(model: nn.Module) -> nn.Module:
     return model
 
 
-def _int8_program(model: nn.Module, x: torch.Tensor, calib: np.ndarray) -> bytes:
-    """ExecuTorch XNNPACK program of ``model`` after the library's PT2E int8 recipe
-    (:func:`mobilenets.export.core._int8_executorch`), without its file handling and checks."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    gm = prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
-    with torch.no_grad():
-        for i in range(len(calib)):
-            gm(torch.from_numpy(calib[i:i + 1]))
-    return _lower_executorch(convert_pt2e(gm), x, False)
-
-
 def mixed_precision(name: str, work: Path, threads: int, runs: int, bn_images: np.ndarray, calib: np.ndarray,
                     log) -> dict:
     """ExecuTorch (XNNPACK) batch-1 latency of ``name`` in fp32, in int8, and in int8 with fp32 depthwise
@@ -146,12 +127,14 @@ def mixed_precision(name: str, work: Path, threads: int, runs: int, bn_images: n
     torch.manual_seed(0)
     model = fold_batchnorm(calibrate_batchnorm(create_model(name), bn_images))
     x = torch.from_numpy(calib[:1])
-    programs = {"fp32": _lower_executorch(model, x, False), "int8": _int8_program(model, x, calib),
-                "int8, fp32 depthwise": _int8_program(fp32_depthwise(model), x, calib)}
+    # the library's writers without export_model's checks (a random model's int8 agreement means nothing)
+    writers = {"fp32": lambda f: _write_executorch(model, x, f, False),
+               "int8": lambda f: _int8_executorch(model, x, f, calib, False),
+               "int8, fp32 depthwise": lambda f: _int8_executorch(fp32_depthwise(model), x, f, calib, False)}
     arts = {}
-    for tag, program in programs.items():
+    for tag, write in writers.items():
         f = work / f"{name}_{tag.replace(', ', '_').replace(' ', '_')}.pte"
-        f.write_bytes(program)
+        write(str(f))
         arts[tag] = load_artifact(f, "executorch", num_threads=threads)
     xin = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     ms = dict(zip(arts, (t * 1e3 for t in time_interleaved([lambda a=a: a(xin) for a in arts.values()],
@@ -177,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(d)
         log(f"int8 speedup per layer kind (stacks of {DEPTH} at V2 Table 2 shapes, batch 1, {args.threads} threads):")
         krows = kernels(work, args.threads, runs, log)
-        digits = load_images("digits", preprocessing=IMAGENET, role="calib", limit=32).images
-        noise = np.random.default_rng(2).standard_normal(digits.shape).astype(np.float32)
-        bn_images = np.stack([digits, noise], axis=1).reshape(-1, *digits.shape[1:])  # as mobilenets bench
+        bn_images = bn_calibration_images(224, 32)  # as mobilenets bench
+        digits = bn_images[0::2]  # the int8 files are calibrated on the digits half
         log("\nfull models on ExecuTorch (XNNPACK), fp32 / int8 / int8 with fp32 depthwise convs:")
         models = [mixed_precision(name, work, args.threads, runs, bn_images, digits, log)
                   for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")]

@@ -43,7 +43,8 @@ from .core import export_model
 from .fuse import fold_batchnorm
 from .runtimes import load_artifact
 
-__all__ = ["BenchConfig", "run_benchmark", "time_fn", "time_interleaved", "calibrate_batchnorm", "count_ops"]
+__all__ = ["BenchConfig", "run_benchmark", "time_fn", "time_interleaved", "calibrate_batchnorm",
+           "bn_calibration_images", "count_ops"]
 
 RUNTIMES = ("onnx", "tflite", "executorch", "int8", "compile")
 
@@ -119,6 +120,18 @@ def calibrate_batchnorm(model: nn.Module, images: np.ndarray, *, batch: int = 16
     for i in range(0, len(images), batch):
         model(torch.from_numpy(images[i:i + batch]))
     return model.eval()
+
+
+def bn_calibration_images(resolution: int, n: int) -> np.ndarray:
+    """The inputs :func:`calibrate_batchnorm` sees in the benchmarks: ``n`` built-in digits images at
+    ``resolution`` alternating with ``n`` standard-normal tensors (what the timings and export checks feed),
+    so every batch mixes both (see the module doc)."""
+    from ..preprocess import IMAGENET
+    from .data import load_images
+
+    digits = load_images("digits", preprocessing=IMAGENET.with_size(resolution), role="calib", limit=n).images
+    noise = np.random.default_rng(2).standard_normal(digits.shape).astype(np.float32)
+    return np.stack([digits, noise], axis=1).reshape(-1, *digits.shape[1:])
 
 
 def count_ops(path: Path | str, fmt: str) -> int | None:
@@ -314,16 +327,10 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
     ``cfg.out_dir``; returns the JSON content."""
     import platform
 
-    from ..preprocess import IMAGENET
-    from .data import load_images
-
     torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # see the module doc; onnxruntime sessions do the same (runtimes.py)
     timer = _Timer(cfg)
-    digits = load_images("digits", preprocessing=IMAGENET.with_size(cfg.resolution), role="calib",
-                         limit=cfg.calib_images).images
-    noise = np.random.default_rng(2).standard_normal(digits.shape).astype(np.float32)
-    bn_images = np.stack([digits, noise], axis=1).reshape(-1, *digits.shape[1:])  # alternate: mixed batches
+    bn_images = bn_calibration_images(cfg.resolution, cfg.calib_images)
     rows: list[Row] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
