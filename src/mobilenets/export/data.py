@@ -45,7 +45,7 @@ def _class_index(name: str, class_names: list[str] | None, folder: Path) -> int:
 
 
 def _folder(folder: Path, prep: Preprocessing, class_names: list[str] | None, limit: int | None) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
+    from ..predict import load_image
 
     if not folder.is_dir():
         raise MobileNetsError(f"{folder}: no such folder")
@@ -58,11 +58,7 @@ def _folder(folder: Path, prep: Preprocessing, class_names: list[str] | None, li
     tf = prep.transform()
     images, labels = [], []
     for p in files:
-        try:
-            with Image.open(p) as im:
-                images.append(tf(im.convert("RGB")).numpy())
-        except (UnidentifiedImageError, OSError) as e:
-            raise MobileNetsError(f"{p}: not a readable image ({e})") from None
+        images.append(tf(load_image(p)).numpy())  # a one-line error naming the file if it is not an image
         if labelled:
             labels.append(_class_index(p.relative_to(folder).parts[0], class_names, folder))
     return ImageSet(np.stack(images).astype(np.float32), np.array(labels) if labelled else None, str(folder))
