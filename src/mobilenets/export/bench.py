@@ -180,9 +180,6 @@ class _Timer:
                     time_interleaved([c[1] for c in calls], warmup=1, runs=self.runsb, rounds=self.runsb)]
         return [(lat * 1e3, thr) for lat, thr in zip(lats, thrs)]
 
-    def numpy_fn(self, fn: Callable[[np.ndarray], object]) -> tuple[float, float | None]:
-        return self.measure(self.numpy_calls(fn))[0]
-
     def torch_fn(self, module, channels_last: bool = False) -> tuple[float, float | None]:
         return self.measure(self.torch_calls(module, channels_last))[0]
 
