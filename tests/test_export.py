@@ -173,7 +173,7 @@ def test_benchmark_helpers():
 def digits_ckpt(tmp_path_factory):
     """The checkpoint the main job writes: ``mobilenets train`` with no arguments (V3-Small on the built-in
     digits at 64x64, 10 epochs, ~45 s; best val top-1 98.6% on the development machine)."""
-    from mobilenets.train import TrainConfig, train
+    from mobilenets.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("digits_run")
     return train(TrainConfig(output=str(out / "run"), progress=False)).best_checkpoint
@@ -230,17 +230,20 @@ def test_int8_tflite_is_fully_int8(name, tmp_path):
 # ------------------------------------------------------------------------------------------------- CLI
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mobilenets", *args], capture_output=True, text=True, timeout=600)
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mobilenets", *args], capture_output=True, text=True, timeout=600,
+                          cwd=cwd)
 
 
 def test_cli_export_checkpoint(tmp_path):
     model = small("mobilenet_v2")
     ckpt = save_checkpoint(model, tmp_path / "v2.safetensors",
                            CheckpointMeta(model.config, preprocessing=IMAGENET.with_size(SIZE)))
-    r = run("export", "--weights", str(ckpt), "--format", "torchscript")
+    out = tmp_path / "cwd"
+    out.mkdir()
+    r = run("export", "--weights", str(ckpt), "--format", "torchscript", cwd=out)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "v2.pt").is_file()
+    assert (out / "v2.pt").is_file()  # the source's base name in the current folder
     assert "verified in its runtime" in r.stdout and "input 3x64x64, batch dynamic" in r.stdout
 
 

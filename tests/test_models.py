@@ -55,7 +55,7 @@ def test_features_only_shares_weights_and_keys(name):
 
 
 def test_features_only_rejects_unknown_stride():
-    with pytest.raises(ValueError, match="stride"):
+    with pytest.raises(mobilenets.MobileNetsError, match="stride"):
         mobilenets.create_model("mobilenet_v2", features_only=True, out_strides=(64,))
 
 
@@ -184,9 +184,9 @@ def test_minimal_variants_have_no_se_hswish_or_5x5():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown model 'mobilenet_v4'"):
+    with pytest.raises(mobilenets.MobileNetsError, match="unknown model 'mobilenet_v4'"):
         mobilenets.create_model("mobilenet_v4")
-    with pytest.raises(ValueError, match="width"):
+    with pytest.raises(mobilenets.MobileNetsError, match="width"):
         mobilenets.create_model("mobilenet_v1", width=0)
     with pytest.raises(TypeError):
         mobilenets.create_model("mobilenet_v1", 0.5)  # options are keyword-only

@@ -21,7 +21,8 @@ from mobilenets.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoi
 from mobilenets.digits import DigitsDataset
 from mobilenets.preprocess import Preprocessing
 
-TRAIN_MODULE = sys.modules["mobilenets.train"]
+from mobilenets.training import loop as TRAIN_MODULE
+from mobilenets.training import optim as OPTIM
 
 
 def make_folder(root: Path, *, classes=(0, 1, 2), n_train=16, n_val=6, size=32, split=True) -> Path:
@@ -272,12 +273,12 @@ def test_resume_needs_a_training_state(tmp_path):
 def test_optimizers_param_groups_and_schedule(opt):
     model = mobilenets.create_model("mobilenet_v3_small", width=0.35, num_classes=3)
     cfg = TrainConfig(opt=opt, weight_decay=0.01)
-    optimizer = TRAIN_MODULE._make_optimizer(cfg, model)
+    optimizer = OPTIM.make_optimizer(cfg, model)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-    f = TRAIN_MODULE._warmup_cosine(100, 10)
+    f = OPTIM.warmup_cosine(100, 10)
     assert f(0) == pytest.approx(0.1) and f(9) == 1.0 and f(55) == pytest.approx(0.5) and f(100) == 0.0
 
 

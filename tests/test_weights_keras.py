@@ -53,6 +53,9 @@ CASES = [
     # [-1, 1] (our TF_INCEPTION preprocessing does that rescaling).
     ("MobileNetV3Small", {}, "mobilenet_v3_small", 1.0),
     ("MobileNetV3Small", {"minimalistic": True, "include_preprocessing": False}, "mobilenet_v3_small_minimal", 1.0),
+    # Keras keeps V3's 16-channel stem at every alpha: below 0.75 that is our fixed_stem=True
+    ("MobileNetV3Small", {"alpha": 0.5, "include_preprocessing": False}, "mobilenet_v3_small", 0.5),
+    ("MobileNetV3Large", {"alpha": 0.5, "include_preprocessing": False}, "mobilenet_v3_large", 0.5),
 ]
 
 
@@ -79,6 +82,7 @@ def test_keras_equivalence(tmp_path, ctor, options, ours, width):
         err, model, info = error(name)
         assert (info.format, info.model, info.width, info.num_classes) == ("keras", ours, width, 1000), name
         assert (model.config.tf_padding, model.config.bn_eps) == (True, 1e-3)
+        assert info.fixed_stem == model.config.fixed_stem == ("V3" in ctor and width < 0.75), name
         assert info.preprocessing.mean == (0.5, 0.5, 0.5)
         assert err < 1e-4, f"{name}: relative error {err:.2e}"
     # The check can fail: PyTorch's BN eps or symmetric padding are off by > 1e-3 (measured 1e-3 .. 5e-2).

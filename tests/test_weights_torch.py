@@ -99,6 +99,43 @@ def test_timm_equivalence(tmp_path, fmt, timm_name, ours, width, tf):
     assert_same_logits(theirs, model, size=65 if tf else 64)  # odd size: TF padding differs from symmetric
 
 
+def _timm_v3_050(variant: str) -> nn.Module:
+    """timm's V3 at width 0.5, whose stem stays at 16 channels (timm: fix_stem below 0.75). timm registers
+    ``mobilenetv3_small_050`` only; the Large one is built by the same generator."""
+    if variant == "small":
+        return timm.create_model("mobilenetv3_small_050", pretrained=False)
+    from timm.models.mobilenetv3 import _gen_mobilenet_v3
+
+    return _gen_mobilenet_v3("mobilenetv3_large_100", 0.5, pretrained=False)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+@pytest.mark.parametrize("variant", ["small", "large"])
+def test_timm_fixed_stem_equivalence(tmp_path, fmt, variant):
+    theirs = randomise(_timm_v3_050(variant))
+    assert theirs.conv_stem.out_channels == 16  # the paper's scaling would give 8
+    path = tmp_path / f"w.{fmt}"
+    save(theirs.state_dict(), path, fmt)
+    model, report = model_from_weights(path)
+    ours = f"mobilenet_v3_{variant}"
+    assert (report.info.format, report.info.model, report.info.width, report.info.fixed_stem) == \
+        ("timm", ours, 0.5, True)
+    assert model.config.fixed_stem and model.stem.conv.out_channels == 16
+    assert_same_logits(theirs, model)
+    # our checkpoint records it: converted, the file rebuilds the same model
+    mobilenets.weights.convert_weights(path, tmp_path / "ours.safetensors")
+    info = mobilenets.inspect_weights(tmp_path / "ours.safetensors")
+    assert (info.format, info.model, info.width, info.fixed_stem) == ("mobilenets", ours, 0.5, True)
+    assert_same_logits(theirs, model_from_weights(tmp_path / "ours.safetensors")[0])
+    # a scaled-stem model of the same width is another architecture: all or nothing, model untouched
+    scaled = create_model(ours, width=0.5)
+    before = {k: v.clone() for k, v in scaled.state_dict().items()}
+    with pytest.raises(MobileNetsError, match=r"width 0.5 \(fixed stem\) do not fit mobilenet_v3_\w+ width 0.5: "
+                                              r"\d+ mismatched"):
+        load_weights(scaled, path)
+    assert all(torch.equal(before[k], v) for k, v in scaled.state_dict().items())
+
+
 def test_create_model_weights_and_load_weights_agree(tmp_path):
     theirs = randomise(timm.create_model("mobilenetv2_050"))
     torch.save(theirs.state_dict(), tmp_path / "w.pth")
@@ -163,7 +200,8 @@ def test_wrong_architecture_fails_and_leaves_model_unchanged(tmp_path, target, m
 
 def test_pickled_objects_are_refused(tmp_path):
     torch.save({"model": nn.Linear(2, 2)}, tmp_path / "module.pth")  # a whole module: needs unpickling
-    with pytest.raises(MobileNetsError, match="not a readable PyTorch weights file"):
+    with pytest.raises(MobileNetsError, match=r"holds Python objects other than tensors "
+                                              r"\(torch.nn.modules.linear.Linear\); refused, nothing was loaded$"):
         mobilenets.inspect_weights(tmp_path / "module.pth")
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(MobileNetsError, match="not a MobileNet from torchvision, timm or mobilenets"):

@@ -9,7 +9,7 @@ from .preprocess import IMAGENET, TF_INCEPTION, Preprocessing
 from .profile import Profile, profile
 from .registry import list_models
 from .weights import LoadReport, WeightsInfo, inspect_weights, load_weights, model_from_weights
-from .train import TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, train
 from .evaluate import EvalResult, evaluate
 
 __version__ = "0.1.0"

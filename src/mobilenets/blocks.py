@@ -28,12 +28,14 @@ class DepthwiseSeparable(nn.Module):
         *,
         kernel_size: int = 3,
         stride: int = 1,
+        dilation: int = 1,
         act: str = "relu6",
         bn_eps: float = 1e-5,
         tf_padding: bool = False,
     ) -> None:
         super().__init__()
-        self.conv_dw = create_conv2d(in_chs, in_chs, kernel_size, stride=stride, groups=in_chs, tf_padding=tf_padding)
+        self.conv_dw = create_conv2d(in_chs, in_chs, kernel_size, stride=stride, dilation=dilation, groups=in_chs,
+                                     tf_padding=tf_padding)
         self.bn1 = nn.BatchNorm2d(in_chs, eps=bn_eps)
         self.act1 = make_activation(act)
         self.conv_pw = create_conv2d(in_chs, out_chs, 1)
@@ -44,6 +46,11 @@ class DepthwiseSeparable(nn.Module):
         x = self.act1(self.bn1(self.conv_dw(x)))
         x = self.act2(self.bn2(self.conv_pw(x)))
         return x
+
+    def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``forward`` that also returns the depthwise output: ``{"depthwise", "output"}``."""
+        d = self.act1(self.bn1(self.conv_dw(x)))
+        return {"depthwise": d, "output": self.act2(self.bn2(self.conv_pw(d)))}
 
 
 class SqueezeExcite(nn.Module):
@@ -81,6 +88,7 @@ class InvertedResidual(nn.Module):
         *,
         kernel_size: int = 3,
         stride: int = 1,
+        dilation: int = 1,
         act: str = "relu6",
         se: bool = False,
         bn_eps: float = 1e-5,
@@ -95,7 +103,7 @@ class InvertedResidual(nn.Module):
         else:
             self.conv_pw = self.bn1 = self.act1 = None
         self.conv_dw = create_conv2d(
-            exp_chs, exp_chs, kernel_size, stride=stride, groups=exp_chs, tf_padding=tf_padding
+            exp_chs, exp_chs, kernel_size, stride=stride, dilation=dilation, groups=exp_chs, tf_padding=tf_padding
         )
         self.bn2 = nn.BatchNorm2d(exp_chs, eps=bn_eps)
         self.act2 = make_activation(act)
@@ -114,3 +122,19 @@ class InvertedResidual(nn.Module):
         if self.has_skip:
             x = x + shortcut
         return x
+
+    def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``forward`` that also returns the inner feature maps the dense-prediction heads tap (TF-slim's end
+        points): ``"expansion"`` (after the expansion conv and its activation; the input where there is no
+        expansion conv), ``"depthwise"`` (after the depthwise conv and its activation, before squeeze-excite)
+        and ``"output"``."""
+        shortcut = x
+        if self.conv_pw is not None:
+            x = self.act1(self.bn1(self.conv_pw(x)))
+        e = x
+        d = self.act2(self.bn2(self.conv_dw(e)))
+        x = self.se(d) if self.se is not None else d
+        x = self.bn3(self.conv_pwl(x))
+        if self.has_skip:
+            x = x + shortcut
+        return {"expansion": e, "depthwise": d, "output": x}

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import MobileNetsError, existing_file
+from .errors import MobileNetsError, existing_file, one_line, output_file
 from .model import ModelConfig
 from .preprocess import IMAGENET, Preprocessing
 
@@ -29,8 +30,8 @@ FORMAT = "mobilenets.checkpoint/1"
 class CheckpointMeta:
     """What a checkpoint says about itself besides the tensors."""
 
-    config: ModelConfig
-    class_names: list[str] | None = None
+    config: ModelConfig  # or a detector's / segmenter's config (DetectorConfig, LRASPPConfig, DeepLabV3Config)
+    class_names: list[str] | None = None  # detectors: the foreground classes (label i is class_names[i - 1])
     preprocessing: Preprocessing = IMAGENET
     extra: dict = field(default_factory=dict)  # e.g. the training run's config, metrics
 
@@ -45,22 +46,94 @@ class CheckpointMeta:
 
     @classmethod
     def from_header(cls, header: dict[str, str], path: Path | str = "") -> "CheckpointMeta":
+        """The metadata of a safetensors header, every field checked: a :class:`MobileNetsError` naming the
+        file and the field for anything missing, malformed or out of range."""
         if header.get("format") != FORMAT:
             raise MobileNetsError(f"{path}: a safetensors file, but not a mobilenets checkpoint (no '{FORMAT}' header)")
+
+        def bad(what: str, message: str) -> MobileNetsError:
+            return MobileNetsError(f"{path}: bad checkpoint metadata ({what}): {one_line(message, 300)}")
+
+        def field_json(key: str, default: str, kind: type, kind_name: str):
+            try:
+                value = json.loads(header.get(key, default))
+            except ValueError:
+                raise bad(key, "not valid JSON") from None
+            if not isinstance(value, kind):
+                raise bad(key, f"expected {kind_name}, got {type(value).__name__}")
+            return value
+
+        if "config" not in header:
+            raise bad("config", "missing")
+        config = field_json("config", "", dict, "a JSON object")
+        from .weights.dense import dense_config, is_dense_name
+
         try:
-            return cls(
-                config=ModelConfig(**json.loads(header["config"])),
-                class_names=json.loads(header.get("class_names", "null")),
-                preprocessing=Preprocessing.from_dict(json.loads(header.get("preprocessing", "{}"))),
-                extra=json.loads(header.get("extra", "{}")),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise MobileNetsError(f"{path}: corrupt mobilenets checkpoint metadata ({e})") from None
+            dense = is_dense_name(config.get("name"))
+        except MobileNetsError as e:  # an unknown model name: "did you mean ...?"
+            raise bad("config", str(e)) from None
+        if dense:  # a detector or segmenter: its own config type, checked by building it on the meta device
+            try:
+                cfg = dense_config(config)
+            except MobileNetsError as e:
+                raise bad("config", str(e)) from None
+            return cls._rest(header, cfg, bad, field_json)
+        try:
+            cfg = ModelConfig(**config)
+        except TypeError:
+            known = set(ModelConfig.__dataclass_fields__)
+            unknown = sorted(set(config) - known)
+            raise bad("config", f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown
+                      else "the model name is missing") from None
+        try:
+            _check_config(cfg)
+        except MobileNetsError as e:
+            raise bad("config", str(e)) from None
+        return cls._rest(header, cfg, bad, field_json)
+
+    @classmethod
+    def _rest(cls, header, cfg, bad, field_json) -> "CheckpointMeta":
+        """Class names, preprocessing and extra of a header whose config is ``cfg``. Detectors keep their
+        foreground classes' names (slot 0 is background), other models one name per output."""
+        from .weights.dense import task_of
+
+        expected = cfg.num_classes - 1 if task_of(cfg.name) == "detection" else cfg.num_classes
+        names = field_json("class_names", "null", (list, type(None)), "a list of names or null")
+        if names is not None and (len(names) != expected or not all(isinstance(n, str) for n in names)):
+            raise bad("class_names", f"expected {expected} strings (one per class), got {len(names)} "
+                                     "entries" + ("" if all(isinstance(n, str) for n in names) else
+                                                  " that are not all strings"))
+        if names is not None and any(unicodedata.category(c) == "Cc" for n in names for c in n):
+            raise bad("class_names", "names with control characters (newlines, terminal escape codes)")
+        try:
+            preprocessing = Preprocessing.from_dict(field_json("preprocessing", "{}", dict, "a JSON object"))
+        except MobileNetsError as e:
+            raise bad("preprocessing", str(e)) from None
+        extra = field_json("extra", "{}", dict, "a JSON object")
+        return cls(config=cfg, class_names=names, preprocessing=preprocessing, extra=extra)
+
+
+def _check_config(cfg: ModelConfig) -> None:
+    """A config a model can be built from: a registered classification model, every option in range (the
+    builder's own checks, on the meta device: no memory, no init)."""
+    from .factory import create_model
+    from .registry import get_model_entry, list_models
+
+    if not isinstance(cfg.name, str):
+        raise MobileNetsError(f"name must be a string, got {type(cfg.name).__name__}")
+    if get_model_entry(cfg.name).name not in list_models():
+        raise MobileNetsError(f"{cfg.name} is not a classification model")
+    for flag in ("tf_padding", "fixed_stem"):
+        if not isinstance(getattr(cfg, flag, False), bool):
+            raise MobileNetsError(f"{flag} must be true or false, got {getattr(cfg, flag)!r}")
+    options = {k: v for k, v in cfg.to_dict().items() if k != "name"}
+    with torch.device("meta"):
+        create_model(cfg.name, **options)
 
 
 def atomic_write(path: Path | str, write) -> None:
     """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
+    path = output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -85,30 +158,26 @@ def save_checkpoint(model: nn.Module, path: Path | str, meta: CheckpointMeta | N
 
 
 def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
-    """The tensors and metadata of a mobilenets checkpoint (clear errors for anything else)."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+    """The tensors and metadata of a mobilenets checkpoint, validated like every weights file
+    (:mod:`mobilenets.weights`): clear errors for anything else, a damaged file or metadata out of range."""
+    from .weights.core import read_weights
 
     path = existing_file(path, "a checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise MobileNetsError(f"{path}: not a readable safetensors file ({e})") from None
-    return tensors, CheckpointMeta.from_header(header, path)
+    read = read_weights(path)
+    if read.meta is None:
+        raise MobileNetsError(f"{path}: {read.info.format} weights, not a mobilenets checkpoint (no '{FORMAT}' "
+                              "metadata; 'mobilenets convert' writes one)")
+    return read.state, read.meta
 
 
 def load_checkpoint(path: Path | str) -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model a mobilenets checkpoint describes and load its weights (strict)."""
-    from .factory import create_model
+    from .weights.core import _build, read_weights
 
-    tensors, meta = read_checkpoint(path)
-    cfg = meta.config
-    model = create_model(cfg.name, width=cfg.width, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
-                         dropout=cfg.dropout, tf_padding=cfg.tf_padding, bn_eps=cfg.bn_eps)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise MobileNetsError(f"{path}: weights do not fit {cfg.name} width {cfg.width:g}: {e}") from None
-    return model, meta
+    path = existing_file(path, "a checkpoint file")
+    read = read_weights(path)
+    if read.meta is None:
+        raise MobileNetsError(f"{path}: {read.info.format} weights, not a mobilenets checkpoint (no '{FORMAT}' "
+                              "metadata; 'mobilenets convert' writes one)")
+    model, _ = _build(read, num_classes=None, keep_background=False, options={})
+    return model, read.meta

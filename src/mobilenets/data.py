@@ -5,6 +5,8 @@ name), empty folders and classes and val classes the train set lacks are one-lin
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,14 +14,38 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .errors import MobileNetsError
+from .errors import MobileNetsError, one_line
 
-__all__ = ["ImageFiles", "DataSplits", "load_image_folders", "load_eval_folder", "train_transform"]
+__all__ = ["ImageFiles", "DataSplits", "load_image_folders", "load_eval_folder", "train_transform", "open_image",
+           "BAD_IMAGE"]
 
 log = logging.getLogger("mobilenets")
 
-# PIL raises these for files that are not (complete) images.
-_BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# PIL raises these for files that are not (complete, sane) images; DecompressionBombError for a header whose
+# pixel count is over Image.MAX_IMAGE_PIXELS x 2 (a few bytes that would decode to gigabytes).
+BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error,
+             Image.DecompressionBombError)
+_BAD_IMAGE = BAD_IMAGE
+
+
+def image_problem(e: BaseException) -> str:
+    """One line on why PIL could not read an image."""
+    if isinstance(e, Image.DecompressionBombError):
+        return f"refused: {one_line(str(e).split(', could be')[0], 160)} (a decompression bomb?)"
+    return f"{type(e).__name__}: {one_line(e, 160)}" if str(e) else type(e).__name__
+
+
+def open_image(path) -> Image.Image:
+    """The RGB image at ``path``; a :class:`MobileNetsError` naming the file for anything that is not a
+    readable image (missing, a folder, truncated, not an image, a decompression bomb)."""
+    from .errors import existing_file
+
+    path = existing_file(path, "an image")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except BAD_IMAGE as e:
+        raise MobileNetsError(f"{path}: not a readable image ({image_problem(e)})") from None
 
 
 class ImageFiles(Dataset):
@@ -51,7 +77,7 @@ class ImageFiles(Dataset):
                 break
             except _BAD_IMAGE as e:
                 if self.strict:
-                    raise MobileNetsError(f"{path}: unreadable image ({e})") from None
+                    raise MobileNetsError(f"{path}: unreadable image ({image_problem(e)})") from None
                 self.load_failures += 1
                 log.warning("skipping unreadable image %s (%s)", path, e)
         else:
@@ -66,14 +92,39 @@ def _check_image(path: str) -> str | None:
             im.verify()
         return None
     except _BAD_IMAGE as e:
-        return str(e) or type(e).__name__
+        return image_problem(e)
+
+
+def _image_files(directory: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """(path, class index) of every image file under each class folder, in torchvision's ``make_dataset``
+    order. Links to folders are followed, but each folder is entered once: a link back into the tree (a
+    symlink loop) or to a folder already read is skipped and counted, never walked again."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    seen = {(st.st_dev, st.st_ino) for st in [os.stat(directory)]}
+    skipped = []
+    samples = []
+    for cls in sorted(class_to_idx):
+        found = []
+        for root, dirs, names in os.walk(directory / cls, followlinks=True):
+            st = os.stat(root)
+            if (st.st_dev, st.st_ino) in seen:
+                skipped.append(root)
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            found.append((root, [n for n in names if n.lower().endswith(IMG_EXTENSIONS)]))
+        for root, names in sorted(found):
+            samples += [(os.path.join(root, n), class_to_idx[cls]) for n in sorted(names)]
+    if skipped:
+        log.warning("%s: skipped %d linked folder(s) already read (a symlink loop?), e.g. %s", directory,
+                    len(skipped), skipped[0])
+    return samples
 
 
 def _scan(directory: Path, class_to_idx: dict[str, int], *, strict: bool) -> list[tuple[str, int]]:
     """The readable images of every class folder of ``directory`` (an empty class is an error)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
-    samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    samples = _image_files(directory, class_to_idx)
     good, skipped = [], []
     for path, target in samples:
         reason = _check_image(path)

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .errors import MobileNetsError
+
 __all__ = ["DigitsDataset", "DIGITS_CLASSES"]
 
 DIGITS_CLASSES = [str(i) for i in range(10)]
@@ -38,7 +40,9 @@ class DigitsDataset(Dataset):
         from sklearn.datasets import load_digits
 
         if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+            raise MobileNetsError(f"split must be 'train' or 'val', got {split!r}")
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 8192:
+            raise MobileNetsError(f"image_size must be an integer in [8, 8192], got {image_size!r}")
         digits = load_digits()
         idx = _split_indices(digits.target)[split]
         self.images = (digits.images[idx] * (255.0 / 16.0)).round().astype(np.uint8)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write, load_checkpoint
-from .errors import MobileNetsError
+from .errors import MobileNetsError, output_file
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -33,9 +33,18 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
     """Evaluate a mobilenets checkpoint on ``data`` (``DIR/val/<class>/*`` or ``DIR/<class>/*``, classes named
     as the checkpoint's) or, when ``data`` is None, on the built-in digits' validation split. Images are
     prepared with the checkpoint's own preprocessing. Writes a confusion-matrix PNG to ``confusion_png``
-    (default: ``confusion_matrix.png`` next to the checkpoint)."""
+    (default: ``confusion_matrix.png`` next to the checkpoint). ``device``: ``cpu``, ``cuda``, ``auto``...
+    (a device this machine lacks is a one-line error)."""
     from torch.utils.data import DataLoader
 
+    from .device import resolve_device
+
+    for value, what, lo, hi in ((batch_size, "batch_size", 1, 65_536), (workers, "workers", 0, 256)):
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise MobileNetsError(f"{what} must be an integer in [{lo}, {hi}], got {value!r}")
+    dev = resolve_device(device)
+    png = output_file(confusion_png if confusion_png else Path(weights).parent / "confusion_matrix.png",
+                      "confusion matrix")
     model, meta = load_checkpoint(weights)
     classes = meta.class_names or [str(i) for i in range(meta.config.num_classes)]
     if len(classes) != meta.config.num_classes:
@@ -55,7 +64,6 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
     if len(dataset) == 0:
         raise MobileNetsError(f"{data}: no images to evaluate")
 
-    dev = torch.device(device)
     model.to(dev).eval()
     n_cls = len(classes)
     k = min(5, n_cls)
@@ -70,7 +78,6 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
     total = int(confusion.sum())
     rows = confusion.sum(1)
     per_class = {classes[i]: 100.0 * confusion[i, i] / rows[i] for i in range(n_cls) if rows[i]}
-    png = Path(confusion_png) if confusion_png else Path(weights).parent / "confusion_matrix.png"
     _confusion_png(confusion, classes, png, title=f"{Path(weights).name}: top-1 "
                                                   f"{100.0 * np.trace(confusion) / total:.2f}% on {total} images")
     return EvalResult(100.0 * np.trace(confusion) / total, 100.0 * top5_hits / total, total, classes, per_class,

@@ -6,7 +6,10 @@ import os
 
 from torch import nn
 
-from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (fill the registry)
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (fill the registry: classifiers,
+from .detection import ssdlite  # noqa: F401  detectors,
+from .segmentation import deeplabv3, lraspp  # noqa: F401  segmenters)
+from .errors import MobileNetsError
 from .features import FeatureExtractor
 from .registry import get_model_entry
 
@@ -28,7 +31,10 @@ def create_model(
     """Build a registered MobileNet.
 
     Args:
-        name: a name from :func:`mobilenets.list_models`, e.g. ``"mobilenet_v3_large"``.
+        name: a name from :func:`mobilenets.list_models` (``task=None``: every task), e.g.
+            ``"mobilenet_v3_large"``, ``"ssdlite_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``.
+            Detectors and segmenters take their own keyword options (see their builders); ``weights``,
+            ``features_only`` and ``out_strides`` are for classifiers.
         width: the width multiplier (alpha in V1, the "multiplier" of V2/V3); the resolution multiplier is
             simply the input size, any size >= 32x32 works. Default 1.0, or the width of ``weights``.
         num_classes: classifier outputs (0: no classifier, the model returns pooled features). Default 1000,
@@ -39,7 +45,10 @@ def create_model(
         features_only: return a :class:`~mobilenets.features.FeatureExtractor` giving the stage-end feature
             maps at ``out_strides`` (any of 2, 4, 8, 16, 32) instead of logits.
         **options: ``tf_padding=True`` for TensorFlow "SAME" padding, ``bn_eps`` for the batch-norm epsilon
-            (TF/Keras use 1e-3); both are needed to reproduce TensorFlow-trained weights exactly.
+            (TF/Keras use 1e-3); both are needed to reproduce TensorFlow-trained weights exactly. Backbone
+            options for dense prediction: ``tail`` ("full", "detection", "segmentation": the halved last stage
+            of V3 section 6.3 / TF DeepLab), ``output_stride`` (32, 16, 8: dilated last stages),
+            ``dilation_style`` ("tf" or "torchvision"), ``fixed_stem`` (see :class:`~mobilenets.ModelConfig`).
         weights: a weights file or http(s) URL in any format :mod:`mobilenets.weights` reads; the options the
             weights need (``tf_padding``, ``bn_eps`` for Keras/TFLite files) are picked from the file unless
             given. ``keep_background=True`` (with ``weights``) keeps a TF 1001-class head whole.
@@ -50,7 +59,14 @@ def create_model(
         model, _ = model_from_weights(weights, name=name, width=width, num_classes=num_classes,
                                       dropout=dropout, in_chans=in_chans, **options)
         return FeatureExtractor(model, out_strides) if features_only else model
-    model = get_model_entry(name).build(
+    entry = get_model_entry(name)
+    if entry.task != "classification":
+        kwargs = {k: v for k, v in (("width", width), ("num_classes", num_classes), ("dropout", dropout))
+                  if v is not None}
+        if features_only:
+            raise MobileNetsError(f"{name} is a {entry.task} model: features_only is for classifiers")
+        return entry.build(in_chans=in_chans, **kwargs, **options)
+    model = entry.build(
         width=1.0 if width is None else width, num_classes=1000 if num_classes is None else num_classes,
         in_chans=in_chans, dropout=dropout, **options
     )

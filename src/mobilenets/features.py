@@ -1,43 +1,134 @@
-"""Multi-scale feature maps for detection / segmentation backbones ("drop the last layer, attach a head")."""
+"""Multi-scale feature maps for detection / segmentation backbones ("drop the last layer, attach a head").
+
+A tap is a block of the body and a point inside it (:class:`Tap`): the block's ``"output"``, or the
+``"expansion"`` / ``"depthwise"`` outputs inside an inverted residual (TF-slim's ``layer_N/expansion_output``
+and ``layer_N/depthwise_output`` end points, which the papers' SSDLite and LR-ASPP heads read). Which block to
+tap follows from the table's strides (:func:`stage_end_taps`, :func:`downsampling_expansion_tap`), never from
+module names.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .model import FeatureInfo, MobileNet
+from .errors import MobileNetsError
+from .model import BlockInfo, FeatureInfo, MobileNet
 
-__all__ = ["FeatureExtractor"]
+__all__ = ["FeatureExtractor", "Tap", "stage_end_taps", "downsampling_expansion_tap", "POINTS"]
+
+POINTS = ("output", "expansion", "depthwise")
+
+
+@dataclass(frozen=True)
+class Tap:
+    """Block ``block`` (flat body index, :attr:`MobileNet.block_info`; -1 means the stem) at ``point``."""
+
+    block: int
+    point: str = "output"
+
+
+def stage_end_taps(model: MobileNet, out_strides: Sequence[int]) -> list[Tap]:
+    """The last block reaching each of ``out_strides`` (actual strides; the stem for stride 2 where no block
+    ends at 2): the stage-end feature maps of a classification backbone."""
+    taps = []
+    for s in sorted(out_strides):
+        ends = [b.index for b in model.block_info if b.stride == s]
+        if ends:
+            taps.append(Tap(ends[-1]))
+        elif s == 2 and model.feature_info[0].module == "stem":
+            taps.append(Tap(-1))
+        else:
+            available = sorted({b.stride for b in model.block_info} | ({2} if model.feature_info[0].module == "stem"
+                                                                        else set()))
+            raise MobileNetsError(f"no feature map at stride {s}; available: {available}")
+    return taps
+
+
+def downsampling_expansion_tap(model: MobileNet, table_stride: int) -> Tap:
+    """The expansion output of the block that downsamples into table stride ``table_stride``: e.g. for 32, V2's
+    layer 15 (576 ch, stride 16), V3-Large's 13th bneck (672), V3-Small's 9th (288): the SSDLite "C4" tap
+    (V2 section 6.2, V3 section 6.3; TF-slim counts the stem as layer 1, so V2 "layer 15" is body block 13), computed at the higher resolution before the stride-2 depthwise conv."""
+    from .blocks import InvertedResidual
+
+    for b in model.block_info:
+        if b.table_stride == table_stride:
+            if not isinstance(_block(model, b), InvertedResidual):
+                break
+            return Tap(b.index, "expansion")
+    raise MobileNetsError(f"{model.config.name}: no inverted-residual block downsamples to stride {table_stride}")
+
+
+def _block(model: MobileNet, info: BlockInfo) -> nn.Module:
+    return model.get_submodule(info.module)
 
 
 class FeatureExtractor(nn.Module):
-    """The stem and stages of a :class:`MobileNet`, returning the stage-end feature maps at ``out_strides``.
+    """The stem and the body of a :class:`MobileNet` up to its deepest tap, returning the tapped feature maps
+    in order.
 
     It holds the model's own ``stem`` and ``stages`` modules (not copies), so its state-dict keys are the
-    model's minus the head, and weights for the full model load into it with ``strict=False``.
+    model's minus the head, and weights for the full model load into it with ``strict=False``. Give either
+    ``out_strides`` (stage ends) or explicit ``taps``.
     """
 
-    def __init__(self, model: MobileNet, out_strides: tuple[int, ...] = (4, 8, 16, 32)) -> None:
+    def __init__(self, model: MobileNet, out_strides: Sequence[int] = (4, 8, 16, 32), *,
+                 taps: Sequence[Tap] | None = None) -> None:
         super().__init__()
-        taps = {f.stride: f for f in model.feature_info}
-        missing = [s for s in out_strides if s not in taps]
-        if missing:
-            raise ValueError(f"no feature map at stride(s) {missing}; available: {sorted(taps)}")
+        taps = list(taps) if taps is not None else stage_end_taps(model, out_strides)
+        n_blocks = len(model.block_info)
+        for t in taps:
+            if not -1 <= t.block < n_blocks or t.point not in POINTS or (t.block == -1 and t.point != "output"):
+                raise MobileNetsError(f"bad tap {t} for {model.config.name} ({n_blocks} blocks; points {POINTS})")
+            if t.point != "output" and not hasattr(_block(model, model.block_info[t.block]), "forward_intermediates"):
+                raise MobileNetsError(f"block {t.block} of {model.config.name} has no {t.point} output")
+        taps = sorted(set(taps), key=lambda t: (t.block, POINTS.index(t.point) if t.point != "output" else 9))
         self.config = model.config
+        self.taps = taps
         self.stem = model.stem
-        self.feature_info: list[FeatureInfo] = [taps[s] for s in sorted(out_strides)]
-        self._tap_names = {f.module for f in self.feature_info}
-        # stages past the deepest tap would receive no gradient: leave them out
-        n_stages = max((int(n.split(".")[1]) + 1 for n in self._tap_names if n.startswith("stages.")), default=0)
-        self.stages = nn.Sequential(*list(model.stages)[:n_stages])
+        self.feature_info: list[FeatureInfo] = [self._info(model, t) for t in taps]
+        last = max(t.block for t in taps)
+        # stages past the deepest tap would receive no gradient: leave them out (keys stay the model's)
+        keep: list[list[int]] = []
+        self._plan: list[tuple[int, int, int, tuple[str, ...]]] = []  # (stage, index in stage, flat index, points)
+        for b in model.block_info[:last + 1]:
+            stage, j = (int(p) for p in b.module.split(".")[1:3])
+            while len(keep) <= stage:
+                keep.append([])
+            keep[stage].append(j)
+            points = tuple(t.point for t in taps if t.block == b.index)
+            self._plan.append((stage, j, b.index, points))
+        self.stages = nn.Sequential(*(nn.Sequential(*(model.stages[i][j] for j in js)) for i, js in enumerate(keep)))
+        self._stem_tap = any(t.block == -1 for t in taps)
+
+    @staticmethod
+    def _info(model: MobileNet, t: Tap) -> FeatureInfo:
+        if t.block == -1:
+            return FeatureInfo("stem", model.stem.conv.out_channels, 2)
+        b = model.block_info[t.block]
+        if t.point == "output":
+            return FeatureInfo(b.module, b.out_chs, b.stride)
+        # an inner point is computed before the block's own downsampling (expansion) or after it (depthwise)
+        conv_dw = _block(model, b).conv_dw
+        stride = b.stride if t.point == "depthwise" else b.stride // conv_dw.stride[0]
+        return FeatureInfo(f"{b.module}.{t.point}", b.exp_chs, stride)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
         x = self.stem(x)
-        if "stem" in self._tap_names:
+        if self._stem_tap:
             out.append(x)
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if f"stages.{i}" in self._tap_names:
-                out.append(x)
+        for stage, j, _, points in self._plan:
+            block = self.stages[stage][j]
+            if not points or points == ("output",):
+                x = block(x)
+                if points:
+                    out.append(x)
+            else:
+                inner = block.forward_intermediates(x)
+                x = inner["output"]
+                out.extend(inner[p] for p in points)
         return out

@@ -74,15 +74,18 @@ def create_conv2d(
     kernel_size: int,
     *,
     stride: int = 1,
+    dilation: int = 1,
     groups: int = 1,
     bias: bool = False,
     tf_padding: bool = False,
 ) -> nn.Conv2d:
-    """A 2-d convolution with "same"-size output: PyTorch's symmetric ``k // 2`` padding by default, TF's
-    asymmetric "SAME" padding when ``tf_padding`` (only stride > 1 differs, so only those get Conv2dSame)."""
+    """A 2-d convolution with "same"-size output: PyTorch's symmetric ``dilation * (k - 1) // 2`` padding by
+    default, TF's asymmetric "SAME" padding when ``tf_padding`` (only stride > 1 differs, so only those get
+    Conv2dSame). ``dilation`` > 1 is the atrous convolution of dilated backbones (output stride 16 or 8)."""
     if tf_padding and stride > 1:
-        return Conv2dSame(in_chs, out_chs, kernel_size, stride=stride, groups=groups, bias=bias)
-    return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=bias)
+        return Conv2dSame(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
+    return nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=dilation * (kernel_size - 1) // 2,
+                     dilation=dilation, groups=groups, bias=bias)
 
 
 class ConvNormAct(nn.Module):

@@ -14,15 +14,34 @@ import torch
 from torch import nn
 
 from .blocks import DepthwiseSeparable, InvertedResidual
+from .errors import MobileNetsError
 from .layers import ConvNormAct, make_activation, make_divisible
 from .spec import Architecture, Bneck, Bottleneck, Conv, DepthwiseSep
 
-__all__ = ["MobileNet", "ModelConfig", "FeatureInfo"]
+__all__ = ["MobileNet", "ModelConfig", "FeatureInfo", "BlockInfo", "TAILS", "DILATION_STYLES"]
+
+
+TAILS = ("full", "detection", "segmentation")
+DILATION_STYLES = ("tf", "torchvision")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model: saved with every checkpoint."""
+    """Everything needed to rebuild a model: saved with every checkpoint.
+
+    Backbone options for dense prediction (defaults: the classification network of the paper):
+
+    - ``tail``: ``"full"``; ``"detection"`` halves the output channels of every layer from the first stride-32
+      block to the last conv (V3 section 6.3; TF-slim ``V3_*_DETECTION = _reduce_consecutive_layers(...)``,
+      torchvision ``reduced_tail=True``); ``"segmentation"`` also halves that first block's expansion (TF
+      DeepLab ``mobilenet_v3_large_seg``: expansion 336 instead of 672, Small 144 instead of 288).
+    - ``output_stride``: 32, or 16 / 8 to replace the last one / two downsamplings by dilated (atrous)
+      convolutions (DeepLab, LR-ASPP). ``dilation_style`` says where the dilation starts: ``"tf"`` (TF-slim
+      ``mobilenet_base(output_stride=...)``: the block that would have downsampled keeps rate 1, the blocks after
+      it get the rate) or ``"torchvision"`` (that block already gets the new rate).
+    - ``fixed_stem``: the stem keeps its table width at every width multiplier (timm ``*_050`` models and
+      Keras's V3 at alphas other than 0.75 / 1.0 do; the papers scale it).
+    """
 
     name: str
     width: float = 1.0
@@ -31,6 +50,10 @@ class ModelConfig:
     dropout: float | None = None
     tf_padding: bool = False
     bn_eps: float = 1e-5
+    fixed_stem: bool = False
+    tail: str = "full"
+    output_stride: int = 32
+    dilation_style: str = "tf"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,24 +68,77 @@ class FeatureInfo:
     stride: int
 
 
+@dataclass(frozen=True)
+class BlockInfo:
+    """One block of the body, flat index ``index`` (0-based over the whole body, the paper's rows expanded by
+    their repeats): where it lives (``module``, e.g. ``stages.4.0``), its channels and its output stride (w.r.t.
+    the input; with dilation it stops growing). ``exp_chs``: the expansion width (inverted residuals), or the
+    depthwise width (V1), or None (a plain conv)."""
+
+    index: int
+    module: str
+    in_chs: int
+    exp_chs: int | None
+    out_chs: int
+    stride: int
+    table_stride: int  # the stride the table gives the block's output (before any dilation)
+
+
+@dataclass
+class _Built:
+    block: nn.Module
+    table_stride: int
+    stride: int
+    in_chs: int
+    exp_chs: int | None
+    out_chs: int
+
+
 @dataclass
 class _BuildState:
     in_chs: int  # actual (width-scaled) channels entering the next row
     table_in: int  # the same at width 1.0, as the paper's table prints it
-    stride: int
     width: float
     bn_eps: float
     tf_padding: bool
-    blocks: list[tuple[nn.Module, int, int]] = field(default_factory=list)  # (block, out stride, out chs)
+    tail: str = "full"
+    output_stride: int = 32
+    dilation_style: str = "tf"
+    fixed_stem: bool = False
+    table_stride: int = 1  # the table's stride so far
+    stride: int = 1  # the actual stride so far (stops at output_stride)
+    dilation: int = 1
+    blocks: list[_Built] = field(default_factory=list)
 
-    def add(self, block: nn.Module, stride: int, out_chs: int, table_out: int) -> None:
-        self.stride *= stride
+    def place(self, stride: int) -> tuple[int, int]:
+        """(conv stride, dilation) of a layer the table gives ``stride``: past ``output_stride`` the
+        downsampling becomes dilation (DeepLab's atrous convolution)."""
+        if stride > 1 and self.stride * stride > self.output_stride:
+            if self.dilation_style == "tf":  # this layer keeps the current rate, later ones get the new one
+                rate = self.dilation
+                self.dilation *= stride
+                return 1, rate
+            self.dilation *= stride
+            return 1, self.dilation
+        return stride, self.dilation
+
+    def in_tail(self, stride: int) -> bool:
+        """Whether a layer with table stride ``stride`` ends at table stride 32 (the "tail" of V3 6.3)."""
+        return self.table_stride * stride >= 32
+
+    def add(self, block: nn.Module, stride: int, conv_stride: int, exp_chs: int | None, out_chs: int,
+            table_out: int) -> None:
+        self.table_stride *= stride
+        self.stride *= conv_stride
+        self.blocks.append(_Built(block, self.table_stride, self.stride, self.in_chs, exp_chs, out_chs))
         self.in_chs = out_chs
         self.table_in = table_out
-        self.blocks.append((block, self.stride, out_chs))
 
-    def scale(self, chs: int) -> int:
+    def scale(self, chs: float) -> int:
         return make_divisible(chs * self.width, 8)
+
+    def tail_factor(self, stride: int) -> float:
+        return 0.5 if self.tail != "full" and self.in_tail(stride) else 1.0
 
 
 @singledispatch
@@ -72,58 +148,75 @@ def _add_row(row, st: _BuildState) -> None:
 
 @_add_row.register
 def _(row: Conv, st: _BuildState) -> None:
-    out = make_divisible(row.out * max(st.width, 1.0), 8) if row.width_floor_one else st.scale(row.out)
+    if st.fixed_stem and not st.blocks and st.table_stride == 1:  # the stem row at its table width
+        out = row.out
+    elif row.width_floor_one:
+        out = make_divisible(row.out * max(st.width, 1.0), 8)
+    else:
+        out = st.scale(row.out * st.tail_factor(row.stride))
+    conv_stride, _ = st.place(row.stride)
     block = ConvNormAct(
-        st.in_chs, out, row.kernel, stride=row.stride, act=row.act, bn_eps=st.bn_eps, tf_padding=st.tf_padding
+        st.in_chs, out, row.kernel, stride=conv_stride, act=row.act, bn_eps=st.bn_eps, tf_padding=st.tf_padding
     )
-    st.add(block, row.stride, out, row.out)
+    st.add(block, row.stride, conv_stride, None, out, row.out)
 
 
 @_add_row.register
 def _(row: DepthwiseSep, st: _BuildState) -> None:
-    out = st.scale(row.out)
     for i in range(row.n):
         stride = row.stride if i == 0 else 1
+        out = st.scale(row.out * st.tail_factor(stride))
+        conv_stride, dilation = st.place(stride)
         block = DepthwiseSeparable(
-            st.in_chs, out, kernel_size=row.kernel, stride=stride, act=row.act, bn_eps=st.bn_eps,
-            tf_padding=st.tf_padding,
+            st.in_chs, out, kernel_size=row.kernel, stride=conv_stride, dilation=dilation, act=row.act,
+            bn_eps=st.bn_eps, tf_padding=st.tf_padding,
         )
-        st.add(block, stride, out, row.out)
+        st.add(block, stride, conv_stride, st.in_chs, out, row.out)
 
 
 @_add_row.register
 def _(row: Bottleneck, st: _BuildState) -> None:
-    out = st.scale(row.c)
     for i in range(row.n):
         stride = row.s if i == 0 else 1
+        out = st.scale(row.c * st.tail_factor(stride))
+        exp = st.in_chs * row.t
+        if st.tail == "segmentation" and st.in_tail(stride) and not st.in_tail(1):
+            exp //= 2  # the first tail block's expansion halved too (see ModelConfig)
+        conv_stride, dilation = st.place(stride)
         block = InvertedResidual(
-            st.in_chs, st.in_chs * row.t, out, kernel_size=3, stride=stride, act=row.act, bn_eps=st.bn_eps,
-            tf_padding=st.tf_padding,
+            st.in_chs, exp, out, kernel_size=3, stride=conv_stride, dilation=dilation, act=row.act,
+            bn_eps=st.bn_eps, tf_padding=st.tf_padding,
         )
-        st.add(block, stride, out, row.c)
+        st.add(block, stride, conv_stride, exp, out, row.c)
 
 
 @_add_row.register
 def _(row: Bneck, st: _BuildState) -> None:
-    out = st.scale(row.out)
+    out = st.scale(row.out * st.tail_factor(row.stride))
     # The tables print absolute expansion sizes at width 1.0; the reference code (tf-slim mobilenet_v3.py,
     # expand_input_by_factor) stores them as ratios of the input and rounds ratio * actual input channels.
-    # At width 1.0 the two agree; at other widths only the ratio reproduces the published MAdds.
-    exp = make_divisible(st.in_chs * row.exp / st.table_in, 8)
+    # At width 1.0 the two agree; at other widths only the ratio reproduces the published MAdds. A halved tail
+    # keeps the ratios (TF-slim halves num_outputs only), so its expansions halve with their inputs.
+    ratio = row.exp / st.table_in
+    if st.tail == "segmentation" and st.in_tail(row.stride) and not st.in_tail(1):
+        ratio /= 2  # DeepLab's mobilenet_v3_*_seg: the first tail block's expansion 672 -> 336 (Small 288 -> 144)
+    exp = make_divisible(st.in_chs * ratio, 8)
+    conv_stride, dilation = st.place(row.stride)
     # Where the expansion size equals the input (V3's first row, 16 -> 16) the block has no expansion conv.
     block = InvertedResidual(
-        st.in_chs, exp, out, kernel_size=row.kernel, stride=row.stride, act=row.act, se=row.se,
-        bn_eps=st.bn_eps, tf_padding=st.tf_padding,
+        st.in_chs, exp, out, kernel_size=row.kernel, stride=conv_stride, dilation=dilation, act=row.act,
+        se=row.se, bn_eps=st.bn_eps, tf_padding=st.tf_padding,
     )
-    st.add(block, row.stride, out, row.out)
+    st.add(block, row.stride, conv_stride, exp, out, row.out)
 
 
 class MobileNet(nn.Module):
     """A MobileNet (V1, V2 or V3) built from an architecture table.
 
     Use :func:`mobilenets.create_model` rather than calling this directly. Sub-modules: ``stem`` (the first
-    conv row), ``stages`` (body blocks grouped by output stride), and the head: ``head_conv``/``head_act``
-    (V3 only), ``dropout``, ``classifier``.
+    conv row), ``stages`` (body blocks grouped by the table's output stride, so state-dict keys do not depend
+    on dilation), and the head: ``head_conv``/``head_act`` (V3 only), ``dropout``, ``classifier``.
+    ``feature_info`` lists the stage-end taps, ``block_info`` every block (see :class:`BlockInfo`).
     """
 
     def __init__(
@@ -136,32 +229,43 @@ class MobileNet(nn.Module):
         dropout: float | None = None,
         tf_padding: bool = False,
         bn_eps: float = 1e-5,
+        fixed_stem: bool = False,
+        tail: str = "full",
+        output_stride: int = 32,
+        dilation_style: str = "tf",
     ) -> None:
         super().__init__()
-        if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
-        if num_classes < 0 or in_chans < 1:
-            raise ValueError(f"num_classes must be >= 0 and in_chans >= 1, got {num_classes}, {in_chans}")
+        _check_options(width=width, num_classes=num_classes, in_chans=in_chans, dropout=dropout, bn_eps=bn_eps,
+                       tail=tail, output_stride=output_stride, dilation_style=dilation_style)
         self.arch = arch
-        self.config = ModelConfig(arch.name, width, num_classes, in_chans, dropout, tf_padding, bn_eps)
+        self.config = ModelConfig(arch.name, float(width), int(num_classes), int(in_chans), dropout,
+                                  bool(tf_padding), float(bn_eps), bool(fixed_stem), tail, int(output_stride),
+                                  dilation_style)
 
-        st = _BuildState(in_chs=in_chans, table_in=in_chans, stride=1, width=width, bn_eps=bn_eps,
-                         tf_padding=tf_padding)
+        st = _BuildState(in_chs=in_chans, table_in=in_chans, width=width, bn_eps=bn_eps, tf_padding=tf_padding,
+                         tail=tail, output_stride=output_stride, dilation_style=dilation_style,
+                         fixed_stem=fixed_stem)
         _add_row(arch.stem, st)
-        (self.stem, _, stem_chs), = st.blocks
-        st.blocks.clear()
+        stem = st.blocks.pop()
+        self.stem = stem.block
         for row in arch.body:
             _add_row(row, st)
 
-        by_stride: dict[int, list[tuple[nn.Module, int]]] = {}  # strides only grow, so insertion order holds
-        for block, stride, out_chs in st.blocks:
-            by_stride.setdefault(stride, []).append((block, out_chs))
-        self.stages = nn.Sequential(*(nn.Sequential(*(b for b, _ in blocks)) for blocks in by_stride.values()))
+        by_stride: dict[int, list[_Built]] = {}  # table strides only grow, so insertion order holds
+        for b in st.blocks:
+            by_stride.setdefault(b.table_stride, []).append(b)
+        self.stages = nn.Sequential(*(nn.Sequential(*(b.block for b in blocks)) for blocks in by_stride.values()))
         self.feature_info: list[FeatureInfo] = [
-            FeatureInfo(f"stages.{i}", blocks[-1][1], stride) for i, (stride, blocks) in enumerate(by_stride.items())
+            FeatureInfo(f"stages.{i}", blocks[-1].out_chs, blocks[-1].stride)
+            for i, blocks in enumerate(by_stride.values())
         ]
         if 2 not in by_stride:  # V3-Small's first bneck already has stride 2: the stem is the stride-2 tap
-            self.feature_info.insert(0, FeatureInfo("stem", stem_chs, 2))
+            self.feature_info.insert(0, FeatureInfo("stem", stem.out_chs, stem.stride))
+        self.block_info: list[BlockInfo] = []
+        for i, blocks in enumerate(by_stride.values()):
+            for j, b in enumerate(blocks):
+                self.block_info.append(BlockInfo(len(self.block_info), f"stages.{i}.{j}", b.in_chs, b.exp_chs,
+                                                 b.out_chs, b.stride, b.table_stride))
 
         self.num_features = st.in_chs
         head = arch.head
@@ -222,3 +326,28 @@ class MobileNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _check_options(*, width, num_classes, in_chans, dropout, bn_eps, tail, output_stride, dilation_style) -> None:
+    """Every builder option in range, else a one-line :class:`MobileNetsError` naming it."""
+    import math
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    checks = [
+        (number(width) and 0 < width <= 16, f"width must be in (0, 16], got {width!r}"),
+        (isinstance(num_classes, int) and not isinstance(num_classes, bool) and 0 <= num_classes <= 1_000_000,
+         f"num_classes must be an integer in [0, 1000000], got {num_classes!r}"),
+        (isinstance(in_chans, int) and not isinstance(in_chans, bool) and 1 <= in_chans <= 1024,
+         f"in_chans must be an integer in [1, 1024], got {in_chans!r}"),
+        (dropout is None or (number(dropout) and 0 <= dropout <= 1), f"dropout must be in [0, 1], got {dropout!r}"),
+        (number(bn_eps) and 0 < bn_eps < 1, f"bn_eps must be in (0, 1), got {bn_eps!r}"),
+        (tail in TAILS, f"tail must be one of {', '.join(TAILS)}, got {tail!r}"),
+        (output_stride in (8, 16, 32), f"output_stride must be 8, 16 or 32, got {output_stride!r}"),
+        (dilation_style in DILATION_STYLES,
+         f"dilation_style must be one of {', '.join(DILATION_STYLES)}, got {dilation_style!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise MobileNetsError(message)

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import MobileNetsError, existing_file
+from .errors import MobileNetsError
 
 __all__ = ["Prediction", "predict", "load_image"]
 
@@ -22,32 +22,37 @@ class Prediction:
 
 
 def load_image(path: str | os.PathLike):
-    """An RGB PIL image, or a one-line :class:`MobileNetsError` for anything that is not an image file."""
-    from PIL import Image, UnidentifiedImageError
+    """An RGB PIL image, or a one-line :class:`MobileNetsError` for anything that is not an image file
+    (decompression bombs included)."""
+    from .data import open_image
 
-    path = existing_file(path, "an image")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise MobileNetsError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    return open_image(path)
 
 
 @torch.no_grad()
-def predict(weights: str | os.PathLike, images: Sequence[str | os.PathLike], *, top: int = 5,
+def predict(weights: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike, *, top: int = 5,
             name: str | None = None, width: float | None = None, tf: bool | None = None,
-            keep_background: bool = False) -> list[Prediction]:
+            keep_background: bool = False, refresh: bool = False) -> list[Prediction]:
     """Top-``top`` classes of each image under ``weights`` (path or URL, any supported format), using the
     preprocessing stored with (our checkpoints) or implied by (the format) the weights, and their class
-    names (ImageNet for 1000/1001-class files; "class i" where a file names none)."""
+    names (ImageNet for 1000/1001-class files; "class i" where a file names none). ``images``: image paths
+    (or one path)."""
     from .weights import model_from_weights
 
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise MobileNetsError(f"top must be an integer >= 1, got {top!r}")
     pil = [load_image(p) for p in images]  # check every image before the (slower) model load
-    model, report = model_from_weights(weights, name=name, width=width, tf=tf, keep_background=keep_background)
+    model, report = model_from_weights(weights, name=name, width=width, tf=tf, keep_background=keep_background,
+                                       refresh=refresh)
     model.eval()
     n = model.config.num_classes
     if n == 0:
         raise MobileNetsError(f"{weights}: these weights have no classifier; nothing to predict")
+    if model.config.in_chans != 3:
+        raise MobileNetsError(f"{weights}: a model for {model.config.in_chans}-channel inputs; predict reads RGB "
+                              "images (3 channels)")
     names = report.info.names_for(n, keep_background=keep_background) or [f"class {i}" for i in range(n)]
     transform = report.info.preprocessing.transform()
     out = []

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MobileNetsError
-from ..preprocess import IMAGENET, Preprocessing
+from ..errors import MobileNetsError, output_file
+from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
 from .data import ImageSet, load_images
 from .fuse import fold_batchnorm
 from .runtimes import FORMATS, SUFFIXES, load_artifact, require
 
-__all__ = ["ExportReport", "export_model", "FP32_RTOL", "INT8_FORMATS"]
+__all__ = ["ExportReport", "export_model", "default_output", "FP32_RTOL", "INT8_FORMATS"]
 
 FP32_RTOL = 1e-4  # fp32 artifacts: max |diff| <= FP32_RTOL * max |logit| (the issue's acceptance bound)
 INT8_FORMATS = ("onnx", "tflite", "executorch")
@@ -269,7 +269,7 @@ _INT8_WRITERS = {"onnx": _int8_onnx, "tflite": _int8_tflite, "executorch": _int8
 # ---------------------------------------------------------------------------------------------- export
 
 
-def _resolve(model_or_ckpt) -> tuple[nn.Module, str, Preprocessing | None, list[str] | None]:
+def _resolve(model_or_ckpt, refresh: bool = False) -> tuple[nn.Module, str, Preprocessing | None, list[str] | None]:
     if isinstance(model_or_ckpt, nn.Module):
         cfg = getattr(model_or_ckpt, "config", None)
         name = getattr(cfg, "name", type(model_or_ckpt).__name__)
@@ -277,10 +277,38 @@ def _resolve(model_or_ckpt) -> tuple[nn.Module, str, Preprocessing | None, list[
     from ..weights import model_from_weights
 
     # any weights file mobilenets reads: our checkpoints, torchvision/timm files, Keras .h5, TFLite
-    model, report = model_from_weights(model_or_ckpt)
+    model, report = model_from_weights(model_or_ckpt, refresh=refresh)
     info = report.info
     names = list(info.class_names) if info.class_names is not None else None
     return model.eval(), info.model, info.preprocessing, names
+
+
+def default_output(source: str | os.PathLike, format: str, *, int8: bool = False) -> Path:
+    """The file an export of ``source`` writes when no path is given: the source's base name (a URL's
+    sanitised last path segment, :func:`mobilenets.weights.source.source_name`) with the format's suffix,
+    in the current folder; never a path built from the source's folders or URL."""
+    from ..weights.source import source_name
+
+    return Path(Path(source_name(source)).stem + ("_int8" if int8 else "") + SUFFIXES[format])
+
+
+def _check_options(*, input_size, calib_size, eval_size, min_int8_agreement, num_threads) -> None:
+    def integer(v, lo, hi) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    checks = [
+        (input_size is None or integer(input_size, 32, MAX_CROP),
+         f"input_size must be an integer in [32, {MAX_CROP}], got {input_size!r}"),
+        (integer(calib_size, 1, 100_000), f"calib_size must be an integer in [1, 100000], got {calib_size!r}"),
+        (eval_size is None or integer(eval_size, 1, 1_000_000),
+         f"eval_size must be an integer in [1, 1000000], got {eval_size!r}"),
+        (isinstance(min_int8_agreement, (int, float)) and not isinstance(min_int8_agreement, bool)
+         and 0 <= min_int8_agreement <= 1, f"min_int8_agreement must be in [0, 1], got {min_int8_agreement!r}"),
+        (integer(num_threads, 1, 1024), f"num_threads must be an integer in [1, 1024], got {num_threads!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise MobileNetsError(message)
 
 
 def _torch_logits(model: nn.Module, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -308,11 +336,13 @@ def export_model(
     eval_size: int | None = 500,
     min_int8_agreement: float = 0.9,
     num_threads: int = 2,
+    refresh: bool = False,
 ) -> ExportReport:
     """Export a model (an ``nn.Module``, or a weights file: a mobilenets checkpoint or any file
     :func:`mobilenets.model_from_weights` reads) to ``format`` ("onnx",
     "tflite", "executorch", "torchscript") at ``path`` (default: the checkpoint's name with the format's
-    suffix), with batch norm folded into the convolutions, and verify the written file in its runtime.
+    suffix, in the current folder: see :func:`default_output`), with batch norm folded into the convolutions,
+    and verify the written file in its runtime.
 
     ``input_size``: the square input side (default: the checkpoint's preprocessing crop, else 224).
     ``dynamic_batch``: let the file take any batch size where the format allows (ONNX, ExecuTorch up to
@@ -321,6 +351,7 @@ def export_model(
     ``calib_size`` images from ``calib``
     ("digits" or an image folder, see :mod:`mobilenets.export.data`). ``eval_data`` (default: ``calib``;
     labelled folders or "digits" also give accuracies): the images the int8 top-1 agreement is measured on.
+    ``refresh``: download a weights URL again even if it is cached.
     Raises :class:`MobileNetsError` when the check fails (the file is then not written).
     """
     t0 = time.perf_counter()
@@ -330,15 +361,14 @@ def export_model(
         raise MobileNetsError(f"int8 export is available for {', '.join(INT8_FORMATS)}, not {format!r}")
     if int8 and calib is None:
         raise MobileNetsError("int8 export needs calibration images: pass calib (an image folder or 'digits')")
-    model, name, prep, class_names = _resolve(model_or_ckpt)
+    _check_options(input_size=input_size, calib_size=calib_size, eval_size=eval_size,
+                   min_int8_agreement=min_int8_agreement, num_threads=num_threads)
     if path is None:
         if isinstance(model_or_ckpt, nn.Module):
             raise MobileNetsError("an output path is needed when exporting a model object")
-        ckpt = Path(model_or_ckpt)
-        path = ckpt.with_name(ckpt.stem + ("_int8" if int8 else "") + SUFFIXES[format])
-    path = Path(path)
-    if path.is_dir():
-        raise MobileNetsError(f"{path}: is a directory; give a file name")
+        path = default_output(model_or_ckpt, format, int8=int8)
+    path = output_file(path, f"{format} file")
+    model, name, prep, class_names = _resolve(model_or_ckpt, refresh)
     size = input_size or (prep.crop if prep is not None else 224)
     prep = prep or IMAGENET
     if prep.crop != size:

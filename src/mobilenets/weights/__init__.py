@@ -8,7 +8,9 @@ Applications .h5 files and TFLite flatbuffers, from a path or a cached URL.
   preprocessing, without building anything.
 
 One module per format holds its key table: ``torchvision.py``, ``timm.py``, ``keras.py``, ``tflite.py``,
-``ours.py``; ``layout.py`` the shared neutral naming and architecture inference.
+``ours.py``; ``layout.py`` the shared neutral naming and architecture inference; ``formats.py`` detects a
+file's kind from its full signature, ``validate.py`` holds the checks every file passes, ``source.py`` the
+download cache. Anything wrong with a file or an argument is one :class:`~mobilenets.MobileNetsError`.
 """
 
 from .core import (LoadReport, WeightsInfo, convert_weights, inspect_weights, load_weights, model_from_weights,

@@ -14,10 +14,11 @@ Keras's padding is TF "SAME" (V1's stride-2 depthwise convs pad bottom/right onl
 inputs: every stride-2 input of a 32k x 32k image) and its batch-norm epsilon is 1e-3: models built for
 these files get ``tf_padding=True, bn_eps=1e-3``.
 
-Keras's MobileNetV3 keeps its stem at 16 channels at every ``alpha`` (the reference code, torchvision and
-timm scale it) and scales Large's 1280 head conv above alpha 1. The two agree with our tables at alpha 0.75
-and 1.0, the only alphas Keras publishes V3 weights for; Keras V3 files at other alphas have no registered
-twin and fail with a clear "shapes match no width" error.
+Keras's MobileNetV3 keeps its stem at 16 channels at every ``alpha`` (the reference code and torchvision
+scale it) and scales Large's 1280 head conv above alpha 1. At alphas 0.75 and 1.0 (the only ones Keras
+publishes V3 weights for) the scaled stem is 16 too; at the other alphas up to 1 the file is detected as our
+model with ``fixed_stem=True``. Keras V3-Large above alpha 1 (a scaled 1280 head) has no registered twin and
+fails with a clear "shapes match no width" error.
 
 MobileNetV3 models built with ``include_preprocessing=True`` (the default) start with a ``Rescaling`` layer
 that takes [0, 255] pixels to [-1, 1]; it has no weights, and our preprocessing (``TF_INCEPTION``) does
@@ -109,8 +110,17 @@ def normalise(name: str) -> str:
     return name.lower().replace("/", "_").replace("batchnorm", "bn")
 
 
+def _array(dataset, where: str) -> np.ndarray:
+    """A float array from an HDF5 dataset (a weight), else a :class:`MobileNetsError` naming it."""
+    value = np.asarray(dataset)
+    if value.dtype.kind != "f":
+        raise MobileNetsError(f"weight {where} has dtype {value.dtype}, not a floating-point type")
+    return value
+
+
 def read_h5(path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """Layer name -> [(variable name or position, array)] in Keras order, for any of the three layouts."""
+    """Layer name -> [(variable name or position, array)] in Keras order, for any of the three layouts.
+    Every variable is a float array (else a :class:`MobileNetsError` naming the layer)."""
     import h5py
 
     layers: dict[str, list[tuple[str, np.ndarray]]] = {}
@@ -118,22 +128,36 @@ def read_h5(path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
         with h5py.File(path, "r") as f:
             if "layer_names" not in f.attrs and "model_weights" not in f and "layers" in f:  # Keras 3 weights
                 for name, group in f["layers"].items():
-                    v = group.get("vars")
+                    v = group.get("vars") if isinstance(group, h5py.Group) else None
                     if v is not None and len(v):
-                        layers[name] = [(str(i), np.asarray(v[str(i)])) for i in range(len(v))]
+                        layers[name] = [(str(i), _array(v[str(i)], f"{name}/vars/{i}")) for i in range(len(v))]
                 return layers
             root = f["model_weights"] if "model_weights" in f else f
             if "layer_names" not in root.attrs:
-                raise MobileNetsError(f"{path}: an HDF5 file, but not a Keras model or weights file")
+                raise MobileNetsError("an HDF5 file, but not a Keras model or weights file")
             for name in root.attrs["layer_names"]:
                 name = name.decode() if isinstance(name, bytes) else str(name)
                 group = root[name]
                 names = [w.decode() if isinstance(w, bytes) else str(w) for w in group.attrs.get("weight_names", [])]
                 if names:
-                    layers[name] = [(w.rsplit("/", 1)[-1].split(":")[0], np.asarray(group[w])) for w in names]
-    except (OSError, KeyError, ValueError) as e:
-        raise MobileNetsError(f"{path}: not a readable Keras HDF5 file ({e})") from None
+                    layers[name] = [(w.rsplit("/", 1)[-1].split(":")[0], _array(group[w], w)) for w in names]
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+        first = str(e).strip().split("\n")[0]
+        raise MobileNetsError(f"not a readable Keras HDF5 file ({first[:160] or type(e).__name__})") from None
     return layers
+
+
+# Rank of each kind of Keras kernel (conv / depthwise: (kh, kw, in, out|1); 1x1-conv classifier likewise;
+# dense: (in, out)).
+_KERNEL_RANK = {"conv": 4, "dw": 4, "fc1x1": 4, "dense": 2}
+
+
+def _kernel(kind: str, value: np.ndarray, where: str) -> torch.Tensor:
+    """A Keras kernel in torch layout, after checking its rank (and the 1x1 of a 1x1-conv classifier)."""
+    if value.ndim != _KERNEL_RANK[kind] or (kind == "fc1x1" and value.shape[:2] != (1, 1)):
+        raise MobileNetsError(f"layer {where}: kernel of shape {tuple(value.shape)} is not a "
+                              f"{'1x1 conv' if kind == 'fc1x1' else f'rank-{_KERNEL_RANK[kind]}'} kernel")
+    return _LAYOUT[kind](torch.from_numpy(np.ascontiguousarray(value)).float()).contiguous()
 
 
 def _family(names: set[str]) -> tuple[str, tuple]:
@@ -170,6 +194,10 @@ def _positional(groups: dict[str, list[list[np.ndarray]]]) -> tuple[str, dict[st
 
     convs, dws = groups.get("conv", []), groups.get("dw", [])
     bns, dense = groups.get("bn", []), groups.get("dense", [])
+    for kind, items in (("conv", convs), ("dw", dws), ("dense", dense)):
+        for i, variables in enumerate(items):
+            if not variables or variables[0].ndim != _KERNEL_RANK[kind]:
+                raise MobileNetsError(f"Keras 3 weights: {kind} layer {i} has no rank-{_KERNEL_RANK[kind]} kernel")
     classes = dense[0][0].shape[-1] if dense else convs[-1][0].shape[-1] if convs else 0
     dw_kernels = [w[0].shape[0] for w in dws]
     for name in list_models():
@@ -192,10 +220,9 @@ def _positional(groups: dict[str, list[list[np.ndarray]]]) -> tuple[str, dict[st
             kind, variables = "dw", next(dw_it)
         else:
             kind, variables = "conv", next(conv_it)
-        t = [torch.from_numpy(np.ascontiguousarray(v)).float() for v in variables]
-        state[f"{mod_name}.weight"] = _LAYOUT[kind](t[0]).contiguous()
-        if len(t) > 1:
-            state[f"{mod_name}.bias"] = t[1]
+        state[f"{mod_name}.weight"] = _kernel(kind, variables[0], mod_name)
+        if len(variables) > 1:
+            state[f"{mod_name}.bias"] = torch.from_numpy(np.ascontiguousarray(variables[1])).float()
         if bn is not None:
             for param, v in zip(("weight", "bias", "running_mean", "running_var"), next(bn_it)):
                 state[f"{bn}.{param}"] = torch.from_numpy(np.ascontiguousarray(v)).float()
@@ -222,11 +249,15 @@ def to_canonical(layers: dict[str, list[tuple[str, np.ndarray]]]) -> tuple[str, 
             if m:
                 n = int(m["n"] or 0) + offset if "n" in m.groupdict() else 0
                 module = template.format(n=n, last=last)
+                if len(variables) > len(_VARS[kind]):
+                    raise MobileNetsError(f"layer {name} has {len(variables)} weights, a {kind} layer "
+                                          f"{len(_VARS[kind])}")
                 for i, (var, value) in enumerate(variables):
                     var = var if var in _TORCH_NAMES else _VARS[kind][i]  # Keras 3: by position
-                    t = torch.from_numpy(np.ascontiguousarray(value)).float()
                     if var in ("kernel", "depthwise_kernel"):
-                        t = _LAYOUT[kind](t).contiguous()
+                        t = _kernel(kind, value, name)
+                    else:
+                        t = torch.from_numpy(np.ascontiguousarray(value)).float()
                     out[f"{module}.{_TORCH_NAMES[var]}"] = t
                 break
         else:

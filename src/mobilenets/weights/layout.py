@@ -26,7 +26,8 @@ from ..errors import MobileNetsError
 from ..layers import make_divisible
 
 __all__ = ["BlockTable", "rename_blocks", "model_blocks", "to_model_keys", "to_canonical", "canonical_shapes",
-           "infer_architecture", "CANDIDATE_WIDTHS", "BN_PARAMS", "weighted_modules", "meta_model"]
+           "infer_architecture", "Architecture", "CANDIDATE_WIDTHS", "BN_PARAMS", "weighted_modules", "meta_model",
+           "SHAPE_OPTIONS"]
 
 # Batch-norm tensors as torch names them (num_batches_tracked is bookkeeping: never imported, never required).
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -104,10 +105,9 @@ def to_model_keys(canonical: dict[str, torch.Tensor], model: nn.Module) -> dict[
     blocks = model_blocks(model)
     out = {}
     for key, value in canonical.items():
-        if key.startswith("body."):
-            _, n, rest = key.split(".", 2)
-            if int(n) < len(blocks):
-                key = f"{blocks[int(n)]}.{rest}"
+        m = re.fullmatch(r"body\.(\d+)\.(.+)", key)
+        if m and int(m[1]) < len(blocks):
+            key = f"{blocks[int(m[1])]}.{m[2]}"
         out[key] = value
     return out
 
@@ -127,48 +127,76 @@ def to_canonical(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, 
 
 
 @lru_cache(maxsize=256)
-def _shapes(name: str, width: float, num_classes: int, in_chans: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def _shapes(name: str, width: float, num_classes: int, in_chans: int,
+            options: tuple[tuple[str, object], ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     from ..factory import create_model
 
     with torch.device("meta"):
-        model = create_model(name, width=width, num_classes=num_classes, in_chans=in_chans)
+        model = create_model(name, width=width, num_classes=num_classes, in_chans=in_chans, **dict(options))
     return tuple((k, tuple(v.shape)) for k, v in to_canonical(model.state_dict(), model).items())
 
 
-def canonical_shapes(name: str, width: float, num_classes: int = 1000, in_chans: int = 3) -> dict[str, tuple]:
-    """Canonical key -> shape of a registered model (built on the meta device: no memory, no init)."""
-    return dict(_shapes(name, float(width), num_classes, in_chans))
+# Builder options that change tensor shapes (the rest, e.g. padding, BN eps, dilation, do not).
+SHAPE_OPTIONS = ("fixed_stem", "tail")
+
+
+def canonical_shapes(name: str, width: float, num_classes: int = 1000, in_chans: int = 3,
+                     **options) -> dict[str, tuple]:
+    """Canonical key -> shape of a registered model (built on the meta device: no memory, no init).
+    ``options``: builder options (only :data:`SHAPE_OPTIONS` matter); raises :class:`MobileNetsError` for
+    values out of range."""
+    opts = tuple(sorted((k, v) for k, v in options.items() if k in SHAPE_OPTIONS))
+    return dict(_shapes(name, float(width), int(num_classes), int(in_chans), opts))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What :func:`infer_architecture` found: the registered model, its width, and whether the stem keeps its
+    table width (``fixed_stem``: timm ``mobilenetv3_*_050``, Keras V3 at other alphas than 0.75 / 1.0)."""
+
+    name: str
+    width: float
+    fixed_stem: bool = False
+
+
+def _dim(shape: tuple[int, ...] | None, i: int) -> int:
+    return shape[i] if shape is not None and len(shape) > i else -1
 
 
 def infer_architecture(canonical: dict[str, torch.Tensor], *, name: str | None = None,
-                       width: float | None = None) -> tuple[str, float]:
-    """The registered (model name, width) whose canonical keys and shapes equal ``canonical``'s.
+                       width: float | None = None) -> Architecture:
+    """The registered architecture whose canonical keys and shapes equal ``canonical``'s.
 
     The key set identifies the model (V1/V2/V3, Large/Small, minimalistic: no SE keys and 3x3 depthwise
-    kernels); the shapes identify the width among :data:`CANDIDATE_WIDTHS`. ``name`` / ``width`` restrict
-    the search. Raises :class:`MobileNetsError` when nothing matches.
+    kernels); the shapes identify the width among :data:`CANDIDATE_WIDTHS` (the stem scaled with it, or kept
+    at its table width: ``fixed_stem``). ``name`` / ``width`` restrict the search. Raises
+    :class:`MobileNetsError` when nothing matches.
     """
     from ..registry import list_models
 
     have = {k: tuple(v.shape) for k, v in canonical.items()}
-    num_classes = have.get("classifier.weight", (0,))[0]
-    in_chans = have.get("stem.conv.weight", (0, 3))[1]
+    num_classes = max(_dim(have.get("classifier.weight"), 0), 0)
+    in_chans = _dim(have.get("stem.conv.weight"), 1)
+    stem_out = _dim(have.get("stem.conv.weight"), 0)
     names = [name] if name else list_models()
     widths = [width] if width else CANDIDATE_WIDTHS
+    if in_chans < 1 or stem_out < 1:
+        raise MobileNetsError(f"the weights' stem (stem.conv.weight {have.get('stem.conv.weight')}) is not a "
+                              "convolution kernel")
     same_keys = [n for n in names if set(canonical_shapes(n, 1.0, num_classes, in_chans)) == set(have)]
-    stem_out = have.get("stem.conv.weight", (0,))[0]
     for n in same_keys:
         base = canonical_shapes(n, 1.0, num_classes, in_chans)["stem.conv.weight"][0]
         for w in widths:
-            if make_divisible(base * w, 8) != stem_out:  # cheap filter before building the candidate
-                continue
-            if canonical_shapes(n, w, num_classes, in_chans) == have:
-                return n, w
+            for fixed in (False, True):
+                if (base if fixed else make_divisible(base * w, 8)) != stem_out:  # cheap filter first
+                    continue
+                if canonical_shapes(n, w, num_classes, in_chans, fixed_stem=fixed) == have:
+                    return Architecture(n, w, fixed)
     what = f"{name or 'any registered model'}" + (f" at width {width:g}" if width else "")
     if not same_keys:
         raise MobileNetsError(f"the weights' layers match no {what} ({len(have)} tensors)")
     raise MobileNetsError(f"the weights' layers look like {same_keys[0]}, but their shapes match no width of it "
-                          f"among {', '.join(f'{w:g}' for w in widths)}")
+                          f"among {', '.join(f'{w:g}' for w in widths)} (stem scaled or fixed)")
 
 
 def weighted_modules(model: nn.Module) -> list[tuple[str, nn.Module, str | None]]:

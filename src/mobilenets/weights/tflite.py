@@ -38,6 +38,7 @@ from .layout import weighted_modules as _weighted_modules
 __all__ = ["TFLiteGraph", "read_tflite", "to_canonical", "infer_name"]
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_RANK = {"CONV_2D": 4, "DEPTHWISE_CONV_2D": 4, "FULLY_CONNECTED": 2}
 _LAYOUT = {
     "CONV_2D": lambda w: w.permute(0, 3, 1, 2),
     "DEPTHWISE_CONV_2D": lambda w: w.permute(3, 0, 1, 2),
@@ -61,12 +62,22 @@ class TFLiteGraph:
 def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
     q = detail.get("quantization_parameters") or {}
     scales, zeros = q.get("scales", np.zeros(0)), q.get("zero_points", np.zeros(0))
-    if value.dtype in (np.float32, np.float16) or len(scales) == 0:
+    if value.dtype.kind not in "fiu":
+        raise MobileNetsError(f"tensor {detail.get('name', '?')!r} has dtype {value.dtype}, not a number type")
+    if value.dtype.kind == "f" or len(scales) == 0:
         return value.astype(np.float32)
     shape = [1] * value.ndim
     if len(scales) > 1:  # per-channel
-        shape[q.get("quantized_dimension", 0)] = len(scales)
-    return ((value.astype(np.float32) - zeros.reshape(shape).astype(np.float32)) * scales.reshape(shape))
+        dim = q.get("quantized_dimension", 0)
+        if not 0 <= dim < value.ndim or value.shape[dim] != len(scales):
+            raise MobileNetsError(f"tensor {detail.get('name', '?')!r}: {len(scales)} quantization scales do not "
+                                  f"match its shape {value.shape} (dimension {dim})")
+        shape[dim] = len(scales)
+    if len(zeros) not in (1, len(scales)):
+        raise MobileNetsError(f"tensor {detail.get('name', '?')!r}: {len(zeros)} zero points for {len(scales)} "
+                              "scales")
+    return ((value.astype(np.float32) - zeros.reshape(shape if len(zeros) > 1 else [1] * value.ndim)
+             .astype(np.float32)) * scales.reshape(shape))
 
 
 def read_tflite(path: Path) -> TFLiteGraph:
@@ -80,25 +91,35 @@ def read_tflite(path: Path) -> TFLiteGraph:
         interp = Interpreter(model_path=str(path))
         ops = interp._get_ops_details()  # the op graph (LiteRT exposes it only under this name)
         details = {t["index"]: t for t in interp.get_tensor_details()}
-    except (ValueError, RuntimeError) as e:
-        raise MobileNetsError(f"{path}: not a readable TFLite model ({str(e).splitlines()[0]})") from None
-    producer = {int(o): op for op in ops for o in op["outputs"]}
+        producer = {int(o): op for op in ops for o in op["outputs"]}
 
-    def constant(index: int) -> np.ndarray:
-        src = producer.get(index)
-        if src is not None and src["op_name"] == "DEQUANTIZE":  # float16 / hybrid weights
-            index = int(src["inputs"][0])
-        return _dequantize(interp.get_tensor(index), details[index])
+        def constant(index: int) -> np.ndarray:
+            src = producer.get(index)
+            if src is not None and src["op_name"] == "DEQUANTIZE":  # float16 / hybrid weights
+                index = int(src["inputs"][0])
+            return _dequantize(interp.get_tensor(index), details[index])
 
-    layers = []
-    for op in ops:
-        if op["op_name"] not in WEIGHTED_OPS:
-            continue
-        w_idx, b_idx = int(op["inputs"][1]), (int(op["inputs"][2]) if len(op["inputs"]) > 2 else -1)
-        weight = _LAYOUT[op["op_name"]](torch.from_numpy(constant(w_idx))).contiguous()
-        bias = torch.from_numpy(constant(b_idx)) if b_idx >= 0 else None
-        layers.append(TFLiteLayer(op["op_name"], weight, bias))
-    inp = interp.get_input_details()[0]
+        layers = []
+        for op in ops:
+            if op["op_name"] not in WEIGHTED_OPS:
+                continue
+            if len(op["inputs"]) < 2:
+                raise MobileNetsError(f"a {op['op_name']} op without weights")
+            w_idx, b_idx = int(op["inputs"][1]), (int(op["inputs"][2]) if len(op["inputs"]) > 2 else -1)
+            w = constant(w_idx)
+            if w.ndim != _RANK[op["op_name"]]:
+                raise MobileNetsError(f"a {op['op_name']} op whose weights have shape {w.shape}, not rank "
+                                      f"{_RANK[op['op_name']]}")
+            weight = _LAYOUT[op["op_name"]](torch.from_numpy(w)).contiguous()
+            bias = torch.from_numpy(constant(b_idx)) if b_idx >= 0 else None
+            if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+                raise MobileNetsError(f"a {op['op_name']} op whose bias has shape {tuple(bias.shape)}, not "
+                                      f"({weight.shape[0]},)")
+            layers.append(TFLiteLayer(op["op_name"], weight, bias))
+        inp = interp.get_input_details()[0]
+    except (ValueError, RuntimeError, KeyError, IndexError, TypeError) as e:
+        first = str(e).strip().split("\n")[0]
+        raise MobileNetsError(f"not a readable TFLite model ({first[:160] or type(e).__name__})") from None
     return TFLiteGraph(layers, tuple(inp.get("quantization", (0.0, 0))))
 
 

@@ -71,6 +71,6 @@ def detect(keys: set[str]) -> bool:
 def to_canonical(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     is_v3 = any(".block." in k for k in state)
     out = rename_blocks(state, V3 if is_v3 else V2)
-    if "head_conv.weight" in out:  # torchvision's Linear 960 -> 1280 is our 1x1 conv
+    if "head_conv.weight" in out and out["head_conv.weight"].ndim == 2:  # their Linear 960 -> 1280: our 1x1 conv
         out["head_conv.weight"] = out["head_conv.weight"][:, :, None, None]
     return out

@@ -1,0 +1,62 @@
+"""The ``mobilenets`` command: a thin layer over the library, one library call per subcommand.
+
+Each module here adds its subcommands (``add_commands(subparsers)``); a handler turns its arguments into plain
+values (or a config dataclass) and calls one library function. User errors
+(:class:`~mobilenets.errors.MobileNetsError`, missing files, bad arguments) become a one-line message (control
+characters escaped) and exit 2.
+
+- ``models.py``: ``models``, ``profile`` (cost accounting)
+- ``weights.py``: ``inspect``, ``convert``, ``predict`` (weights from any ecosystem)
+- ``deploy.py``: ``export``, ``bench``
+- ``train.py``: ``train``, ``train-detection``, ``train-segmentation`` (one loop), ``eval`` (any checkpoint)
+- ``detection.py``: ``detect``; ``segmentation.py``: ``segment``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from ..errors import MobileNetsError, one_line
+from . import deploy, detection, models, segmentation, train, weights
+from .common import format_table
+
+__all__ = ["main", "build_parser", "format_table"]
+
+_GROUPS = (models, weights, train, detection, segmentation, deploy)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the library's error format: one line, ``mobilenets <command>: error: ...``, exit 2
+    (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog="mobilenets", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mobilenets {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in _GROUPS:
+        group.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (MobileNetsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        print(f"mobilenets {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mobilenets {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -1,0 +1,64 @@
+"""``mobilenets export`` and ``mobilenets bench``: deployment files verified in their runtimes, and speed."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_refresh, int_range, model_name, output_path
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..export import export_model
+
+    report = export_model(
+        args.weights, args.output, format=args.format, int8=args.int8, calib=args.calib, eval_data=args.eval,
+        input_size=args.input_size, dynamic_batch=not args.static_batch, num_threads=args.threads,
+        refresh=args.refresh,
+    )
+    print(report.summary())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ..export.bench import BenchConfig, run_benchmark
+
+    run_benchmark(BenchConfig(
+        models=tuple(args.model or BenchConfig.models), resolution=args.resolution, threads=args.threads,
+        quick=args.quick, out_dir=args.out_dir, skip=tuple(args.skip or ()),
+    ))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from ..export.runtimes import FORMATS
+    from ..registry import list_models
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX / TFLite / ExecuTorch / TorchScript, verified "
+                                      "in its runtime")
+    p.add_argument("--weights", required=True, metavar="CKPT",
+                   help="a mobilenets checkpoint, or any weights file 'mobilenets convert' reads")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--output", "-o", metavar="PATH", type=output_path("exported file"),
+                   help="output file (default: the weights' base name with the format's suffix, in the current "
+                        "folder)")
+    p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnx, tflite, executorch)")
+    p.add_argument("--calib", metavar="DIR", help="calibration images: an image folder, or 'digits' (built-in)")
+    p.add_argument("--eval", metavar="DIR", help="labelled images (class sub-folders, or 'digits') to report "
+                                                 "top-1 agreement and accuracy on (default: --calib)")
+    p.add_argument("--input-size", type=int_range(32, 2048), help="square input side (default: the checkpoint's "
+                                                                  "crop size)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch at 1 even where the format allows any")
+    p.add_argument("--threads", type=int_range(1, 1024), default=2, help="CPU threads for the verification run")
+    add_refresh(p)
+    p.set_defaults(handler=_export)
+
+    p = sub.add_parser("bench", help="latency and throughput of our exports and PyTorch paths against torchvision's")
+    p.add_argument("--model", action="append", type=model_name(), metavar="NAME",
+                   help=f"only this model (repeatable): {', '.join(list_models())}")
+    p.add_argument("--resolution", type=int_range(32, 1024), default=224)
+    p.add_argument("--threads", type=int_range(1, 1024), default=2)
+    p.add_argument("--quick", action="store_true", help="fewer timing runs, no batch-32 throughput")
+    p.add_argument("--skip", action="append", metavar="RUNTIME",
+                   help="leave out a runtime: onnx, tflite, executorch, int8, compile (repeatable)")
+    p.add_argument("--out-dir", default="benchmarks/results", help="where the JSON and PNG go")
+    p.set_defaults(handler=_bench)

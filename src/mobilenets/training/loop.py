@@ -1,0 +1,377 @@
+"""The one training loop: :func:`train` runs a :class:`TrainConfig` of any task on one process or, under
+torchrun, as DistributedDataParallel (gloo on CPU, NCCL on GPU), writing only from rank 0.
+
+A run's folder holds ``config.json``, ``last.pt`` (the full training state, rewritten atomically after every
+epoch: model, optimizer, scheduler, EMA, RNG states, metrics so far), ``best.safetensors`` (the best weights in
+our checkpoint format, with class names, preprocessing and this config), ``metrics.csv``, TensorBoard event
+files under ``tb/``, ``curves.png`` and ``train.log``. What differs between tasks (data, model, loss, metrics)
+comes from the task object (:mod:`mobilenets.tasks`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import CheckpointMeta, atomic_write, save_checkpoint
+from ..errors import MobileNetsError
+from ..preprocess import IMAGENET
+from ..tasks import EvalContext, Task, get_task
+from .config import TrainConfig
+from .distributed import Dist, barrier, gather_objects, init_distributed
+from .optim import make_optimizer, make_schedule
+from .records import tensorboard_scalars, write_csv, write_curves
+from .state import BEST_FILE, STATE_FILE, resolve_run, rng_state, seed_everything, set_rng_state
+
+__all__ = ["train", "TrainResult"]
+
+log = logging.getLogger("mobilenets")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``best_metric`` is the task's selection metric (top-1 %, COCO AP, mIoU)."""
+
+    output: Path
+    best_checkpoint: Path
+    best_metric: float
+    best_epoch: int  # 1-based
+    best_is_ema: bool  # the EMA weights scored best
+    history: list[dict] = field(default_factory=list)  # one row of metrics per epoch
+    metric_name: str = "top1"
+
+    @property
+    def best_top1(self) -> float:  # classification's name for it
+        return self.best_metric
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    mode = config.amp
+    if mode == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # On a CPU bf16 autocast was slower than fp32 for these depthwise-heavy nets even with AVX512-BF16
+        # (measured: 107 vs 713 images/s, mobilenet_v3_small at 64, batch 64), so auto keeps fp32 there.
+        return None
+    if mode == "fp16" and device.type != "cuda":
+        raise MobileNetsError("amp fp16 needs a GPU; use bf16 (or none) on a CPU")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def _ema_with_warmup(decay: float):
+    """EMA update for AveragedModel with timm's warmup, decay_t = min(decay, (1 + t) / (10 + t)): early on the
+    average follows the model quickly, so the initial weights and BN statistics (a running variance of 1 next to
+    trained ones of 1e-3) do not linger in short runs."""
+
+    def update(ema_params, params, num_averaged):
+        if not ema_params[0].is_floating_point():  # num_batches_tracked: follow the model
+            torch._foreach_copy_(ema_params, params)
+            return
+        t = float(num_averaged)
+        torch._foreach_lerp_(ema_params, params, 1.0 - min(decay, (1.0 + t) / (10.0 + t)))
+
+    return update
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or fine-tune, or resume) a model as ``config`` says; returns where the results are.
+
+    Under ``torchrun`` this runs DistributedDataParallel: the global batch ``config.batch_size`` is split over
+    the processes, each sees its DistributedSampler shard, and only rank 0 writes. Nothing is written until the
+    data and model are ready: a run that cannot start leaves no folder behind.
+    """
+    from ..device import resolve_device
+
+    config, out, state = resolve_run(config)
+    device = resolve_device(config.device)
+    dist = init_distributed(device.type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp_dtype = _amp_dtype(config, device)
+    if config.sync_bn and dist.world > 1 and device.type != "cuda":
+        raise MobileNetsError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm has no CPU implementation)")
+    if config.batch_size % dist.world:
+        raise MobileNetsError(f"batch size {config.batch_size} does not split over {dist.world} processes")
+    if dist.main and out.exists() and not out.is_dir():
+        raise MobileNetsError(f"{out}: exists and is not a folder")
+
+    threads_before = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    level_before = log.level
+    if dist.main and log.getEffectiveLevel() > logging.INFO:  # train.log records progress whatever the level
+        log.setLevel(logging.INFO)
+    run = _Run(config, out, state, device, dist, amp_dtype)
+    try:
+        return run.execute()
+    except BaseException:
+        run.discard_if_unstarted()
+        raise
+    finally:
+        torch.set_num_threads(threads_before)
+        log.setLevel(level_before)
+        run.close_log()
+
+
+class _Run:
+    """One run's state while it trains (the loop, split into its steps)."""
+
+    def __init__(self, config: TrainConfig, out: Path, state: dict | None, device: torch.device, dist: Dist,
+                 amp_dtype) -> None:
+        self.config, self.out, self.state, self.device, self.dist, self.amp_dtype = (
+            config, out, state, device, dist, amp_dtype)
+        self.task: Task = get_task(config)
+        self.handler = None
+        # a run that fails before it starts leaves no folder behind: remember the topmost folder it would create
+        self.created = next((d for d in reversed([out, *out.parents]) if not d.exists()), None) if dist.main else None
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def _prepare(self) -> None:
+        c, dist = self.config, self.dist
+        seed_everything(c.seed + dist.rank)
+        self.info = self.task.pretrained()
+        self.pre = c.preprocessing(self.info.preprocessing if self.info else IMAGENET)
+        self.data = self.task.build_data(self.pre)
+        if len(self.data.train) == 0 or len(self.data.val) == 0:
+            raise MobileNetsError(f"{self.data.description}: {len(self.data.train)} training and {len(self.data.val)} "
+                                  "validation samples: both are needed")
+        if len(self.data.train) // c.batch_size == 0:
+            raise MobileNetsError(f"{len(self.data.train)} training images: fewer than one batch of {c.batch_size}")
+        model = self.task.build_model(len(self.data.classes), self.info)
+        if self.info is not None and self.state is None:
+            self.task.load_pretrained(model, self.info)
+        if c.freeze_backbone:
+            head = {id(p) for m in self.task.head_modules(model) for p in m.parameters()}
+            for p in model.parameters():
+                p.requires_grad_(id(p) in head)
+        model.to(self.device)
+        if c.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ema = None
+        if c.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel
+
+            self.ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(c.ema_decay), use_buffers=True)
+        self._loaders()
+        net = model
+        if dist.world > 1:
+            if c.sync_bn:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.net = net
+        self.optimizer = make_optimizer(c, model)
+        self.scheduler = make_schedule(c, self.optimizer, len(self.train_loader))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.start_epoch, self.history = 0, []
+        self.best = {"metric": float("-inf"), "epoch": 0, "ema": False}
+        if self.state is not None:
+            self._restore()
+
+    def _loaders(self) -> None:
+        from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+
+        c, dist = self.config, self.dist
+        per_rank = c.batch_size // dist.world
+        self.loader_gen = torch.Generator().manual_seed(c.seed)
+        if dist.world > 1:
+            self.sampler = DistributedSampler(self.data.train, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                              seed=c.seed, drop_last=True)
+        else:
+            self.sampler = RandomSampler(self.data.train, generator=self.loader_gen)
+        self.train_loader = DataLoader(self.data.train, batch_size=per_rank, sampler=self.sampler, drop_last=True,
+                                       num_workers=c.workers, generator=self.loader_gen,
+                                       pin_memory=self.device.type == "cuda", collate_fn=self.data.collate)
+        val_idx = list(range(dist.rank, len(self.data.val), dist.world))  # a shard per rank, no padding duplicates
+        self.val_loader = DataLoader(Subset(self.data.val, val_idx), batch_size=max(per_rank, 16 if
+                                     c.task != "classification" else 64), num_workers=c.workers,
+                                     collate_fn=self.data.collate)
+
+    def _restore(self) -> None:
+        s = self.state
+        try:
+            self.model.load_state_dict(s["model"])
+            self.optimizer.load_state_dict(s["optimizer"])
+            self.scheduler.load_state_dict(s["scheduler"])
+            self.scaler.load_state_dict(s["scaler"])
+            if self.ema is not None:
+                if s["ema"] is None:
+                    raise ValueError("the state has no EMA")
+                self.ema.load_state_dict(s["ema"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise MobileNetsError(f"{self.config.resume}: the saved state does not fit the run's config ({first})"
+                                  ) from None
+        self.start_epoch, self.history, self.best = s["epoch"], s["history"], s["best"]
+        rngs = s["rng"]
+        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0], self.loader_gen)
+
+    def _open_log(self) -> None:
+        """The run folder and its log, created only now that the run can start; what was logged while the run
+        was being set up goes in first."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.out / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        if self.handler is not None:  # the set-up buffer
+            log.removeHandler(self.handler)
+            for record in self.handler.buffer:
+                handler.handle(record)
+        self.handler = handler
+        log.addHandler(handler)
+
+    def _buffer_log(self) -> None:
+        from logging.handlers import BufferingHandler
+
+        self.handler = BufferingHandler(10_000)
+        log.addHandler(self.handler)
+
+    def close_log(self) -> None:
+        if self.handler is not None:
+            log.removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
+
+    def discard_if_unstarted(self) -> None:
+        """Remove the folders this run created if it never got to write its config (it could not start)."""
+        if self.created is not None and not (self.out / "config.json").exists():
+            self.close_log()
+            shutil.rmtree(self.created, ignore_errors=True)
+
+    # ---------------------------------------------------------------------------------------------- run
+    def execute(self) -> TrainResult:
+        c, dist = self.config, self.dist
+        if dist.main:
+            self._buffer_log()
+        self._prepare()
+        writer = None
+        if dist.main:
+            self._open_log()
+            log.info("%s: %d classes, %d train / %d val images; %s width %g at %d; %d process(es) on %s, amp %s",
+                     self.data.description, len(self.data.classes), len(self.data.train), len(self.data.val),
+                     c.model, c.width, c.resolution, dist.world, self.device.type, self.amp_dtype or "off")
+            if self.state is None:
+                atomic_write(self.out / "config.json",
+                             lambda tmp: Path(tmp).write_text(json.dumps(c.to_dict(), indent=2)))
+            else:
+                log.info("resumed %s after epoch %d of %d", self.out, self.start_epoch, c.epochs)
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_epoch + 1)
+        ctx = EvalContext(self.device, self.amp_dtype, c.channels_last, dist.rank, dist.world)
+        t_run = time.perf_counter()
+        for epoch in range(self.start_epoch, c.epochs):
+            if dist.world > 1:
+                self.sampler.set_epoch(epoch)
+            row = _train_epoch(self, epoch)
+            metrics = self.task.evaluate(self.model, self.val_loader, ctx)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            candidates = [(metrics[self.task.best_metric], False)]
+            if self.ema is not None:
+                ema_metrics = self.task.evaluate(self.ema.module, self.val_loader, ctx)
+                row.update({f"ema_val_{k}": v for k, v in ema_metrics.items()})
+                candidates.append((ema_metrics[self.task.best_metric], True))
+            self.history.append(row)
+            value, is_ema = max(candidates, key=lambda v: v[0])
+            improved = value > self.best["metric"]
+            if improved:
+                self.best = {"metric": value, "epoch": epoch + 1, "ema": is_ema}
+            if dist.main:
+                if improved:
+                    self._save_best(epoch, value, is_ema)
+                tensorboard_scalars(writer, row, epoch + 1)
+                write_csv(self.history, self.out / "metrics.csv")
+                log.info("epoch %d/%d: %s | %.0f images/s", epoch + 1, c.epochs, self.task.message(row),
+                         row["images_per_s"])
+            self._save_state(epoch)
+            barrier(dist.world)
+        if dist.main:
+            writer.close()
+            if self.history:
+                write_curves(self.history, self.task.curve_panels, self.out / "curves.png")
+            log.info("best val %s %.4g (epoch %d%s) -> %s; %.1fs", self.task.best_metric, self.best["metric"],
+                     self.best["epoch"], ", EMA weights" if self.best["ema"] else "", self.out / BEST_FILE,
+                     time.perf_counter() - t_run)
+        return TrainResult(self.out, self.out / BEST_FILE, self.best["metric"], self.best["epoch"], self.best["ema"],
+                           self.history, self.task.best_metric)
+
+    def _save_best(self, epoch: int, value: float, is_ema: bool) -> None:
+        src = self.ema.module if is_ema else self.model
+        save_checkpoint(src, self.out / BEST_FILE, CheckpointMeta(
+            config=src.config, class_names=self.data.classes, preprocessing=self.pre,
+            extra={"task": self.config.task, "train_config": self.config.to_dict(), "epoch": epoch + 1,
+                   f"val_{self.task.best_metric}": value, "ema": is_ema}))
+
+    def _save_state(self, epoch: int) -> None:
+        rng = gather_objects(rng_state(self.loader_gen), self.dist.world)
+        if not self.dist.main:
+            return
+        payload = {
+            "config": json.dumps(self.config.to_dict()), "epoch": epoch + 1, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
+            "history": self.history, "best": self.best, "rng": rng,
+        }
+        atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(payload, tmp))
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """One pass over the training data; returns the epoch's row of training metrics."""
+    from tqdm import tqdm
+
+    c, task, model, dist = run.config, run.task, run.model, run.dist
+    run.net.train()
+    if c.freeze_backbone:  # a frozen backbone keeps its batch-norm statistics too
+        model.eval()
+        for m in task.head_modules(model):
+            m.train()
+    sums: dict[str, float] = {}
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{c.epochs}", unit="batch", leave=False,
+               disable=not (c.progress and dist.main), dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for x, targets in bar:
+        x = x.to(run.device, non_blocking=True)
+        if c.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        targets = task.targets_to(targets, run.device)
+        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            outputs = run.net(x)
+            loss, stats = task.loss(outputs, targets)
+        if not torch.isfinite(loss):
+            raise MobileNetsError(f"epoch {epoch + 1}: the loss is {loss.item()} (lower --lr?)")
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(model)
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        summary = task.train_summary(sums)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in summary.items()},
+                        img_s=f"{sums['count'] * dist.world / (time.perf_counter() - t0):.0f}")
+    elapsed = time.perf_counter() - t0
+    if dist.world > 1:
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+        import torch.distributed as tdist
+
+        t = totals.to(run.device)
+        tdist.all_reduce(t)
+        sums = dict(zip(keys, t.cpu().tolist()))
+    row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
+    row.update({f"train_{k}": v for k, v in task.train_summary(sums).items()})
+    row.update({"images_per_s": sums.get("count", 0.0) / elapsed, "epoch_s": elapsed})
+    return row

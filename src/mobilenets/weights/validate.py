@@ -1,0 +1,73 @@
+"""The checks every weights file passes before anything is built from it: a reader hands over validated tensors
+or raises a one-line :class:`MobileNetsError` naming the file and the tensors at fault.
+
+- :func:`check_state_dict`: a mapping of string keys to plain (strided) tensors;
+- :func:`check_values`: floating-point dtype (``num_batches_tracked`` excepted) and finite values;
+- :func:`check_shapes`: every tensor the shape the architecture the file claims or was matched to needs.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from ..errors import MobileNetsError, one_line
+
+__all__ = ["check_state_dict", "check_values", "check_shapes", "short_list"]
+
+
+def short_list(items, n: int = 4) -> str:
+    items = sorted(map(str, items))
+    return ", ".join(one_line(i, 120) for i in items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _bookkeeping(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+def check_state_dict(obj, label: str) -> dict[str, torch.Tensor]:
+    """``obj`` as a dict of string keys to tensors, else a :class:`MobileNetsError`."""
+    if not isinstance(obj, Mapping) or not obj:
+        raise MobileNetsError(f"{label}: not a state dict of tensors (holds {type(obj).__name__}"
+                              + (", empty" if isinstance(obj, Mapping) else "") + ")")
+    bad_keys = [k for k in obj if not isinstance(k, str)]
+    if bad_keys:
+        raise MobileNetsError(f"{label}: a state dict whose keys are not all strings "
+                              f"({len(bad_keys)} are not, e.g. {one_line(repr(bad_keys[0]), 60)})")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        kinds = sorted({type(obj[k]).__name__ for k in not_tensors})
+        raise MobileNetsError(f"{label}: not a state dict of tensors ({len(not_tensors)} entries are "
+                              f"{', '.join(kinds)}: {short_list(not_tensors)})")
+    return dict(obj)
+
+
+def check_values(tensors: Mapping[str, torch.Tensor], label: str) -> None:
+    """Every tensor a dense floating-point tensor with finite values (``num_batches_tracked`` counters are
+    bookkeeping, never loaded, and may be integers)."""
+    bad_type = [f"{k} ({str(v.dtype).removeprefix('torch.')}"
+                + ("" if v.layout == torch.strided else f", {str(v.layout).removeprefix('torch.')}") + ")"
+                for k, v in tensors.items()
+                if not _bookkeeping(k) and (v.layout != torch.strided or v.is_quantized or not v.is_floating_point())]
+    if bad_type:
+        raise MobileNetsError(f"{label}: weights must be dense floating-point tensors; {len(bad_type)} are not: "
+                              f"{short_list(bad_type)}")
+    bad_values = [k for k, v in tensors.items() if not _bookkeeping(k) and not bool(torch.isfinite(v).all())]
+    if bad_values:
+        raise MobileNetsError(f"{label}: NaN or infinite values in {len(bad_values)} tensor(s): "
+                              f"{short_list(bad_values)}; not loaded")
+
+
+def check_shapes(have: Mapping[str, torch.Tensor], want: Mapping[str, tuple[int, ...]], label: str,
+                 what: str) -> None:
+    """``have``'s keys and shapes exactly ``want``'s (``what`` names the architecture in the message)."""
+    missing = set(want) - set(have)
+    unexpected = set(have) - set(want)
+    wrong = [f"{k} {tuple(have[k].shape)} vs {tuple(want[k])}" for k in set(want) & set(have)
+             if tuple(have[k].shape) != tuple(want[k])]
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing ({short_list(missing, 3)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({short_list(unexpected, 3)})" if unexpected else "",
+                 f"{len(wrong)} of another shape (file vs {what}: {short_list(wrong, 2)})" if wrong else ""]
+        raise MobileNetsError(f"{label}: tensors do not fit {what}: " + "; ".join(p for p in parts if p))

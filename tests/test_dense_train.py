@@ -1,0 +1,130 @@
+"""Detection and segmentation through the one training loop: the default jobs on a shortened schedule, resume,
+backbone initialisation from classification weights, and bad configurations."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets import MobileNetsError, TrainConfig
+from mobilenets import shapes
+from mobilenets.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
+from mobilenets.training import loop as LOOP
+
+
+@pytest.fixture
+def tiny_shapes(monkeypatch):
+    """The built-in shapes set cut to 48 train / 16 val samples (the generator is unchanged)."""
+    monkeypatch.setitem(shapes.DEFAULT_NUM_SAMPLES, "train", 48)
+    monkeypatch.setitem(shapes.DEFAULT_NUM_SAMPLES, "val", 16)
+
+
+def short(task: str, out, **kw) -> TrainConfig:
+    base = dict(task=task, output=str(out), epochs=2, batch_size=8, resolution=96, width=0.5, progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, metric", [("detection", "ap"), ("segmentation", "miou")])
+def test_default_job_shortened(task, metric, tiny_shapes, tmp_path):
+    """The default job's configuration (model, head, data, schedule) on a shortened schedule: it runs end to end,
+    writes everything a run writes, and learns (the training loss falls: 48 images, 3 epochs)."""
+    result = mobilenets.train(short(task, tmp_path / "run", epochs=3))
+    out = result.output
+    for name in ("config.json", "last.pt", "best.safetensors", "metrics.csv", "curves.png", "train.log"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert f"val_{metric}" in rows[0] and f"ema_val_{metric}" in rows[0]
+    assert all(0.0 <= float(r[f"val_{metric}"]) <= 1.0 for r in rows)
+    assert result.metric_name == metric and result.best_metric == max(
+        max(float(r[f"val_{metric}"]), float(r[f"ema_val_{metric}"])) for r in rows)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    tensors, meta = read_checkpoint(out / "best.safetensors")
+    assert meta.extra["task"] == task and meta.config.name == TrainConfig(task=task).model
+    assert meta.class_names == (list(shapes.SHAPES_CLASSES) if task == "detection"
+                                else ["background", *shapes.SHAPES_CLASSES])
+    assert meta.preprocessing.crop == meta.preprocessing.resize == 96
+
+
+@pytest.mark.slow
+def test_detection_resume_equals_uninterrupted(tiny_shapes, tmp_path, monkeypatch):
+    straight = mobilenets.train(short("detection", tmp_path / "a"))
+    real_epoch = LOOP._train_epoch
+
+    def crash_in_epoch_2(run, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(LOOP, "_train_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        mobilenets.train(short("detection", tmp_path / "b"))
+    monkeypatch.setattr(LOOP, "_train_epoch", real_epoch)
+    resumed = mobilenets.train(TrainConfig(resume=str(tmp_path / "b"), progress=False))
+    drop = ("images_per_s", "epoch_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in straight.history]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_backbone_initialised_from_classification_weights(tiny_shapes, tmp_path):
+    cls = mobilenets.create_model("mobilenet_v3_small", width=0.5, num_classes=10)
+    save_checkpoint(cls, tmp_path / "cls.safetensors")
+    result = mobilenets.train(short("segmentation", tmp_path / "seg", epochs=1, head="torchvision",
+                                    weights=str(tmp_path / "cls.safetensors"), freeze_backbone=True,
+                                    ema_decay=0.0))
+    tensors, _ = read_checkpoint(result.best_checkpoint)
+    assert torch.equal(tensors["backbone.stem.conv.weight"], cls.state_dict()["stem.conv.weight"])  # frozen
+    assert "backbone initialised from" in (result.output / "train.log").read_text()
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(task="detection", model="mobilenet_v2"), "classification model"),
+    (dict(task="segmentation", model="ssdlite_mobilenet_v2"), "detection model"),
+    (dict(task="detection", model="ssdlite_mobilenet_v3_smal"), "did you mean"),
+    (dict(task="detection", head="keras"), "head must be"),
+    (dict(task="segmentation", schedule="step"), "schedule must be"),
+    (dict(task="tracking"), "task must be"),
+])
+def test_bad_configs(kw, msg):
+    with pytest.raises(MobileNetsError, match=msg):
+        TrainConfig(**kw)
+
+
+def test_task_defaults():
+    det, seg = TrainConfig(task="detection"), TrainConfig(task="segmentation")
+    assert det.model == "ssdlite_mobilenet_v3_small" and det.head == "paper" and det.schedule == "cosine"
+    assert seg.model == "lraspp_mobilenet_v3_small" and seg.schedule == "poly"
+    assert TrainConfig.from_dict(json.loads(json.dumps(det.to_dict()))) == det
+
+
+def test_reduced_tail_refuses_classification_weights(tiny_shapes, tmp_path):
+    save_checkpoint(mobilenets.create_model("mobilenet_v3_small", width=0.5), tmp_path / "w.safetensors")
+    with pytest.raises(MobileNetsError, match="reduced tail"):
+        mobilenets.train(short("detection", tmp_path / "r", reduced_tail=True, weights=str(tmp_path / "w.safetensors")))
+    assert not (tmp_path / "r").exists()  # a run that cannot start leaves no folder
+
+
+def test_weights_of_another_backbone(tiny_shapes, tmp_path):
+    save_checkpoint(mobilenets.create_model("mobilenet_v2", width=0.5), tmp_path / "v2.safetensors")
+    with pytest.raises(MobileNetsError, match="mobilenet_v2"):
+        mobilenets.train(short("detection", tmp_path / "r", weights=str(tmp_path / "v2.safetensors")))
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_train_detection_bad_argument(capsys):
+    from mobilenets.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train-detection", "--epochs", "0"])
+    assert e.value.code == 2 and "--epochs" in capsys.readouterr().err
