@@ -128,3 +128,55 @@ def test_cli_train_detection_bad_argument(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train-detection", "--epochs", "0"])
     assert e.value.code == 2 and "--epochs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_detection_ddp_two_processes(tmp_path):
+    """torchrun with 2 processes (gloo): each rank detects on its shard of val, rank 0 runs pycocotools on all of
+    them (every val image counted once); only rank 0 writes; the saved weights re-evaluated in one process give
+    the same AP (to a tolerance: 1 epoch on 32 images leaves scores near ties, which batch composition reorders)."""
+    import os
+    import subprocess
+    import sys
+
+    from mobilenets.detection.evaluate import evaluate_detector
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "mobilenets", "train-detection", "--samples", "32", "--epochs", "1", "--batch-size", "8",
+                        "--resolution", "96", "--width", "0.5", "--ema-decay", "0", "--no-progress",
+                        "--output", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 process(es) on cpu" in r.stdout and r.stdout.count("epoch 1/1:") == 1
+    with open(out / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert int(row["val_images"]) == 200
+    again = evaluate_detector(out / "best.safetensors", output_dir=tmp_path / "eval")
+    assert again.count == 200
+    assert float(row["val_ap"]) == pytest.approx(again.ap, rel=0.2, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short run per dense task (1 epoch on 16 built-in samples at 64x64): checkpoints to evaluate."""
+    out = tmp_path_factory.mktemp("dense-runs")
+    return {task: mobilenets.train(TrainConfig(task=task, samples=16, epochs=1, batch_size=8, resolution=64,
+                                               width=0.35, progress=False, output=str(out / task))).best_checkpoint
+            for task in ("detection", "segmentation")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, needles, files", [
+    ("detection", ("AP50", "rectangle", "ellipse"), ("detection_metrics.json", "detections_val.png")),
+    ("segmentation", ("mIoU", "background", "triangle"), ("segmentation_metrics.json", "segmentation_val.png",
+                                                         "segmentation_confusion.png")),
+])
+def test_eval_dispatches_on_the_checkpoints_task(trained, task, needles, files, tmp_path, capsys):
+    from mobilenets.cli import main
+
+    rc = main(["eval", "--weights", str(trained[task]), "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0 and all(n in out for n in needles) and "200 images" in out
+    for name in files:
+        assert (tmp_path / name).is_file(), name

@@ -228,11 +228,11 @@ def test_torchvision_lraspp_load_is_all_or_nothing():
         load_torchvision_lraspp(build("lraspp_mobilenet_v3_large"), state)
     ours = build("lraspp_mobilenet_v3_large", config="torchvision", num_classes=19)
     before = {k: v.clone() for k, v in ours.state_dict().items()}
-    with pytest.raises(MobileNetsError, match="shape mismatch: head.high_classifier"):
+    with pytest.raises(MobileNetsError, match="of another shape.*head.high_classifier"):
         load_torchvision_lraspp(ours, state)
     assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())
     state.pop("classifier.low_classifier.bias")
-    with pytest.raises(MobileNetsError, match="missing: head.low_classifier.bias"):
+    with pytest.raises(MobileNetsError, match=r"missing \(head.low_classifier.bias"):
         load_torchvision_lraspp(build("lraspp_mobilenet_v3_large", config="torchvision"), state)
 
 

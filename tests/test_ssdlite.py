@@ -184,7 +184,7 @@ def test_load_torchvision_is_all_or_nothing(torchvision_pair):
         load_torchvision_ssdlite(paper, tv.state_dict())
     other = mobilenets.create_model("ssdlite_mobilenet_v3_large", config="torchvision", num_classes=21)
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(MobileNetsError, match="shape mismatch: cls_head"):
+    with pytest.raises(MobileNetsError, match="of another shape.*cls_head"):
         load_torchvision_ssdlite(other, tv.state_dict())
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
     with pytest.raises(MobileNetsError, match="not a torchvision"):

@@ -300,3 +300,30 @@ def test_finetune_from_torchvision_weights(folder, tmp_path):
     tuned, meta = read_checkpoint(result.best_checkpoint)
     assert torch.equal(tuned["stem.conv.weight"], tv.state_dict()["features.0.0.weight"])  # frozen, loaded
     assert meta.config.num_classes == 3 and "fine-tuning from" in (result.output / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_resume_with_another_runs_state_is_one_line_error(folder, tmp_path, capsys):
+    """A run folder whose last.pt belongs to another run (copied in, or its config.json edited) is refused in one
+    line, and neither file changes."""
+    from mobilenets.cli import main
+
+    a = mobilenets.train(tiny(folder, tmp_path / "a", epochs=1)).output
+    b = mobilenets.train(tiny(folder, tmp_path / "b", epochs=1, resolution=48)).output
+    (a / "last.pt").write_bytes((b / "last.pt").read_bytes())
+    before = {p.name: p.read_bytes() for p in a.iterdir() if p.is_file()}
+    rc = main(["train", "--resume", str(a), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "does not match" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in a.iterdir() if p.is_file()} == before
+
+
+def test_run_that_cannot_start_leaves_no_folder(folder, tmp_path, capsys):
+    from mobilenets.cli import main
+
+    out = tmp_path / "deep" / "run"
+    rc = main(["train", "--data", str(folder), "--output", str(out), "--batch-size", "4096", "--no-progress",
+               "--resolution", "32"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fewer than one batch" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "deep").exists()

@@ -131,12 +131,27 @@ def _check_config(cfg: ModelConfig) -> None:
         create_model(cfg.name, **options)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which would race
+    with files other threads create): /proc on Linux, else the set-and-restore fallback."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path | str, write) -> None:
     """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
     path = output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give the result the mode open() would have
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

@@ -197,14 +197,10 @@ def _check(split: str, num_samples: int | None) -> int:
     return n
 
 
-class ShapesDetection(DetectionDataset):
-    """The shapes set for detection: items are ``(image, target)`` as every detection dataset's (see
-    :class:`mobilenets.detection.data.DetectionDataset`); ``transform=None`` gives a float image in [0, 1].
-    ``num_samples`` defaults to 2000 for train and 200 for val; ``image_size`` is the generated size."""
+class _Generated:
+    """What the detection and segmentation views of the set share: split, size, seed, and the generator call."""
 
-    def __init__(self, split: str = "train", *, image_size: int = 160, num_samples: int | None = None,
-                 seed: int = 0, transform=None, max_shapes: int = 4) -> None:
-        super().__init__(classes=list(SHAPES_CLASSES), transform=transform)
+    def _setup(self, split: str, image_size: int, num_samples: int | None, seed: int, max_shapes: int) -> None:
         self.split, self.image_size, self.seed, self.max_shapes = split, image_size, seed, max_shapes
         self.num_samples = _check(split, num_samples)
 
@@ -216,6 +212,17 @@ class ShapesDetection(DetectionDataset):
         if not 0 <= i < self.num_samples:
             raise IndexError(i)
         return generate(self.seed, self.split, i, image_size=self.image_size, max_shapes=self.max_shapes)
+
+
+class ShapesDetection(_Generated, DetectionDataset):
+    """The shapes set for detection: items are ``(image, target)`` as every detection dataset's (see
+    :class:`mobilenets.detection.data.DetectionDataset`); ``transform=None`` gives a float image in [0, 1].
+    ``num_samples`` defaults to 2000 for train and 200 for val; ``image_size`` is the generated size."""
+
+    def __init__(self, split: str = "train", *, image_size: int = 160, num_samples: int | None = None,
+                 seed: int = 0, transform=None, max_shapes: int = 4) -> None:
+        super().__init__(classes=list(SHAPES_CLASSES), transform=transform)
+        self._setup(split, image_size, num_samples, seed, max_shapes)
 
     def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(image uint8 (H, W, 3), boxes float32 (n, 4) XYXY, labels int64 (n,), masks bool (n, H, W))``."""
@@ -233,7 +240,7 @@ class ShapesDetection(DetectionDataset):
         return s.image, self._record_of(i, s)
 
 
-class ShapesSegmentation(SegmentationDataset):
+class ShapesSegmentation(_Generated, SegmentationDataset):
     """The shapes set for semantic segmentation: items are ``(image, mask)``, the mask int64 (H, W) with 0 for
     background and 1..4 for :data:`SHAPES_CLASSES` (later-drawn shapes on top). ``classes`` is
     ``["background", *SHAPES_CLASSES]``. Same samples as :class:`ShapesDetection` for the same arguments."""
@@ -241,17 +248,7 @@ class ShapesSegmentation(SegmentationDataset):
     def __init__(self, split: str = "train", *, image_size: int = 160, num_samples: int | None = None,
                  seed: int = 0, transform=None, max_shapes: int = 4) -> None:
         super().__init__(classes=["background", *SHAPES_CLASSES], transform=transform)
-        self.split, self.image_size, self.seed, self.max_shapes = split, image_size, seed, max_shapes
-        self.num_samples = _check(split, num_samples)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def sample(self, i: int) -> ShapesSample:
-        """The generated sample ``i`` (no transform)."""
-        if not 0 <= i < self.num_samples:
-            raise IndexError(i)
-        return generate(self.seed, self.split, i, image_size=self.image_size, max_shapes=self.max_shapes)
+        self._setup(split, image_size, num_samples, seed, max_shapes)
 
     def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """``(image uint8 (H, W, 3), class mask uint8 (H, W))``."""

@@ -13,7 +13,7 @@ def _export(args: argparse.Namespace) -> int:
     report = export_model(
         args.weights, args.output, format=args.format, int8=args.int8, calib=args.calib, eval_data=args.eval,
         input_size=args.input_size, dynamic_batch=not args.static_batch, num_threads=args.threads,
-        refresh=args.refresh,
+        refresh=args.refresh, check_images=args.check_images,
     )
     print(report.summary())
     return 0
@@ -43,8 +43,13 @@ def add_commands(sub) -> None:
                         "folder)")
     p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnx, tflite, executorch)")
     p.add_argument("--calib", metavar="DIR", help="calibration images: an image folder, or 'digits' (built-in)")
-    p.add_argument("--eval", metavar="DIR", help="labelled images (class sub-folders, or 'digits') to report "
-                                                 "top-1 agreement and accuracy on (default: --calib)")
+    p.add_argument("--eval", "--data", dest="eval", metavar="DIR",
+                   help="classifiers: labelled images (class sub-folders, or 'digits') to report top-1 agreement "
+                        "and accuracy on (default: --calib); detectors / segmenters: the dataset root whose val "
+                        "images the export is verified on (Pascal VOC, COCO, a mask folder; default: the "
+                        "built-in shapes set)")
+    p.add_argument("--check-images", type=int_range(1, 100_000), default=32, metavar="N",
+                   help="detectors / segmenters: how many val images (the first N) the verification runs on")
     p.add_argument("--input-size", type=int_range(32, 2048), help="square input side (default: the checkpoint's "
                                                                   "crop size)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch at 1 even where the format allows any")
@@ -53,9 +58,13 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("bench", help="latency and throughput of our exports and PyTorch paths against torchvision's")
-    p.add_argument("--model", action="append", type=model_name(), metavar="NAME",
-                   help=f"only this model (repeatable): {', '.join(list_models())}")
-    p.add_argument("--resolution", type=int_range(32, 1024), default=224)
+    from ..export.bench import DENSE_MODELS
+
+    p.add_argument("--model", action="append", metavar="NAME",
+                   type=model_name(None), help=f"only this model (repeatable): {', '.join(list_models())}, or "
+                                               f"the detector / segmenter rows {', '.join(DENSE_MODELS)}")
+    p.add_argument("--resolution", type=int_range(32, 1024), default=224,
+                   help="the classifiers' input side (the detector and segmenter rows run at 320 and 520)")
     p.add_argument("--threads", type=int_range(1, 1024), default=2)
     p.add_argument("--quick", action="store_true", help="fewer timing runs, no batch-32 throughput")
     p.add_argument("--skip", action="append", metavar="RUNTIME",

@@ -40,7 +40,7 @@ def _detector_rows() -> None:
 
     rows = measure_all()
     print(format_table(
-        ["row", "source", "model", "options", "params", "(M)", "paper", "", "MAdds(B)", "paper", ""],
+        ["row", "source", "model", "options", "count", "params(M)", "paper", "", "MAdds(B)", "paper", ""],
         [[m.row.label, m.row.source, m.row.model, _options(m.row.options), m.row.convention, f"{m.params_m:.3f}",
           f"{m.row.published_params_m:g}", mark(m.params_ok), f"{m.madds_b:.3f}", f"{m.row.published_madds_b:g}",
           mark(m.madds_ok) if m.row.madds_reproduced else "*"] for m in rows],

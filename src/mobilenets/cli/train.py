@@ -27,20 +27,17 @@ def _eval(args: argparse.Namespace) -> int:
     common = dict(data=args.data, device=args.device, workers=args.workers, strict=args.strict)
     if task == "detection":
         from ..detection.evaluate import evaluate_detector
+        from .detection import format_detection_eval
 
-        r = evaluate_detector(args.weights, batch_size=args.batch_size, output_dir=args.output_dir, **common)
-        print(format_table(["class", "AP"], [[c, f"{ap:.3f}"] for c, ap in r.per_class.items()]))
-        print(f"\n{r.count} images: AP {r.ap:.3f}  AP50 {r.ap50:.3f}  AP75 {r.ap75:.3f}  AP small {r.ap_small:.3f}  "
-              f"medium {r.ap_medium:.3f}  large {r.ap_large:.3f}  (COCO, pycocotools)")
-        print(f"metrics: {r.metrics_json}\nimages: {r.png}")
+        print(format_detection_eval(evaluate_detector(args.weights, batch_size=args.batch_size,
+                                                      output_dir=args.output_dir, **common)))
         return 0
     if task == "segmentation":
         from ..segmentation.evaluate import evaluate_segmenter
+        from .segmentation import format_segmentation_eval
 
-        r = evaluate_segmenter(args.weights, batch_size=args.batch_size, output_dir=args.output_dir, **common)
-        print(format_table(["class", "IoU"], [[c, "-" if v != v else f"{v:.3f}"] for c, v in r.iou.items()]))
-        print(f"\n{r.count} images: mIoU {r.miou:.3f}  pixel accuracy {r.pixel_acc:.3f}")
-        print(f"metrics: {r.metrics_json}\nconfusion matrix: {r.confusion_png}\nimages: {r.png}")
+        print(format_segmentation_eval(evaluate_segmenter(args.weights, batch_size=args.batch_size,
+                                                          output_dir=args.output_dir, **common)))
         return 0
     from ..evaluate import evaluate
 
@@ -74,7 +71,7 @@ _TRAIN_HELP = {
 
 def _add_train_parser(sub, task: str) -> None:
     from ..registry import list_models
-    from ..training import AMP_MODES, AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TrainConfig
+    from ..training import AMP_MODES, AUGMENTS, DENSE_AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig(task=task)
     command, help_, description, data_help = _TRAIN_HELP[task]
@@ -112,6 +109,11 @@ def _add_train_parser(sub, task: str) -> None:
                        help="eval centre crop (default 0.875; 1 digits)")
         p.add_argument("--dropout", type=float_range(0, 1), default=d.dropout)
     else:
+        p.add_argument("--samples", type=int_range(1, 10_000_000), metavar="N",
+                       help="built-in shapes set: training samples (default 2000; the 200 val samples stay)")
+        p.add_argument("--augment", choices=DENSE_AUGMENTS,
+                       help="full: " + ("SSD's zoom-out + IoU crop" if task == "detection" else "random scale + crop")
+                            + ", flip, colour; light: flip and colour (default: light on the built-in set, else full)")
         p.add_argument("--head", choices=HEADS, default=d.head,
                        help="paper: the TF reference configs; torchvision: torchvision's models")
     if task == "detection":

@@ -305,19 +305,21 @@ class FastRandomIoUCrop(v2.RandomIoUCrop):
     _get_params = make_params  # torchvision < 0.21 calls it this
 
 
-def detection_train_transform(size: int, *, mean, std):
+def detection_train_transform(size: int, *, mean, std, geometric: bool = True):
     """Box-aware augmentation (SSD's recipe, torchvision transforms v2): random zoom-out (p=0.5, canvas up to
     4x, filled with the mean), random IoU crop (:class:`FastRandomIoUCrop`), horizontal flip, resize to ``size``
     x ``size``, photometric distortion, dropping degenerate boxes, float conversion and normalisation (~3.5 ms
-    per 160x160 shapes image on one core, measured).
+    per 160x160 shapes image on one core, measured). ``geometric=False`` leaves out the zoom-out and the crop
+    (flip and photometric only): for the built-in shapes set, whose generator already varies scale and placement.
 
     The photometric distortion runs after the resize (SSD runs it first): colour operations commute with the
     geometry, and on ``size`` x ``size`` they cost a fraction of what they cost on a zoomed-out canvas. Images
     without boxes pass through (RandomIoUCrop leaves them as they are)."""
+    crop = [v2.RandomZoomOut(fill={tv_tensors.Image: _mean_fill(mean), "others": 0}, side_range=(1.0, 4.0), p=0.5),
+            FastRandomIoUCrop()] if geometric else []
     return v2.Compose([
         v2.ToImage(),
-        v2.RandomZoomOut(fill={tv_tensors.Image: _mean_fill(mean), "others": 0}, side_range=(1.0, 4.0), p=0.5),
-        FastRandomIoUCrop(),
+        *crop,
         v2.RandomHorizontalFlip(),
         v2.Resize((size, size), antialias=True),
         v2.RandomPhotometricDistort(p=0.5),
@@ -647,23 +649,27 @@ def _coco_layout(root: Path, split: str) -> tuple[Path, Path] | None:
 
 
 def load_detection_dataset(path_or_none, split: str, *, image_size: int, mean, std, strict: bool = False,
-                           train: bool = True) -> DetectionDataset:
+                           train: bool = True, augment: str = "full",
+                           num_samples: int | None = None) -> DetectionDataset:
     """The detection dataset for ``split`` with the train (``train=True``) or eval transform attached.
 
     Accepted ``path_or_none``:
 
-    - None: the built-in shapes set (:class:`mobilenets.shapes.ShapesDetection`, generated at ``image_size``);
+    - None: the built-in shapes set (``num_samples`` of them; default 2000 train / 200 val)
+      (:class:`mobilenets.shapes.ShapesDetection`, generated at ``image_size``);
     - a Pascal VOC root (has ``Annotations/``): ``Annotations/*.xml``, ``JPEGImages/``,
       ``ImageSets/Main/{split}.txt``;
     - a COCO root: ``DIR/annotations/instances_{split}*.json`` (e.g. ``instances_train2017.json``) with the
       images in ``DIR/{split}*/`` (e.g. ``train2017/``) or ``DIR/images/``.
     """
-    make = detection_train_transform if train else detection_eval_transform
-    transform = make(image_size, mean=mean, std=std)
+    if train:  # augment "full": SSD's zoom-out + IoU crop + flip + photometric; "light": flip + photometric
+        transform = detection_train_transform(image_size, mean=mean, std=std, geometric=augment == "full")
+    else:
+        transform = detection_eval_transform(image_size, mean=mean, std=std)
     if path_or_none is None:
         from ..shapes import ShapesDetection
 
-        return ShapesDetection(split, image_size=image_size, transform=transform)
+        return ShapesDetection(split, image_size=image_size, transform=transform, num_samples=num_samples)
     root = Path(path_or_none).expanduser()
     if not root.is_dir():
         raise MobileNetsError(f"{root}: no such directory")

@@ -23,7 +23,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, nms
 from .box_coder import decode_boxes
 from .recipes import DetectionRecipe, resolve_recipe
 
-__all__ = ["postprocess_detections", "postprocess_numpy"]
+__all__ = ["postprocess_detections", "postprocess_numpy", "detect_numpy", "candidates_numpy"]
 
 
 def _sizes(image_sizes, n: int) -> list[tuple[int, int]]:
@@ -236,3 +236,39 @@ def postprocess_numpy(cls_logits: np.ndarray, box_regression: np.ndarray, defaul
     boxes = _np_decode(box_regression, np.asarray(default_boxes, dtype=np.float32), recipe)
     return [_np_detect_one(b, s, size, recipe)
             for b, s, size in zip(boxes, scores, _sizes(image_size, cls_logits.shape[0]))]
+
+
+def detect_numpy(outputs, default_boxes: np.ndarray, config,
+                 image_size: int | Sequence[int] | Sequence[Sequence[int]]) -> list[dict[str, np.ndarray]]:
+    """:func:`postprocess_numpy` on an exported detector's outputs as its runtime returns them: ``outputs`` =
+    ``(cls_logits, box_regression)`` (the tuple :class:`mobilenets.export.Artifact` gives, or onnxruntime's
+    output list). ``default_boxes``, ``config`` and ``image_size`` as for :func:`postprocess_numpy`; the file's
+    own are in its metadata (:func:`mobilenets.export.dense.default_boxes_from`, ``metadata["postprocess"]``,
+    ``metadata["input_size"]``)."""
+    from ..errors import MobileNetsError
+
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
+        raise MobileNetsError("a detector's outputs are two arrays: (cls_logits, box_regression)")
+    cls_logits, box_regression = (np.asarray(o) for o in outputs)
+    if cls_logits.shape[:-1] != box_regression.shape[:-1] or box_regression.shape[-1] != 4:
+        raise MobileNetsError(f"cls_logits {cls_logits.shape} and box_regression {box_regression.shape} do not "
+                              "pair up as (N, A, K + 1) and (N, A, 4)")
+    if cls_logits.shape[-2] != len(default_boxes):
+        raise MobileNetsError(f"the outputs have {cls_logits.shape[-2]} boxes, the default boxes number "
+                              f"{len(default_boxes)}: use the default boxes of the input size the file was "
+                              "exported at")
+    return postprocess_numpy(cls_logits, box_regression, default_boxes, config, image_size)
+
+
+def candidates_numpy(cls_logits: np.ndarray, box_regression: np.ndarray, default_boxes: np.ndarray, config,
+                     image_size: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate the post-processing chooses from, before thresholds and NMS: ``(boxes (N, A, 4)`` decoded
+    and clipped to ``image_size`` (a detection's final box is always clipped, before or after NMS),
+    ``scores (N, A, K))`` for the foreground classes 1..K. Used to tell whether a detection one model made and
+    another did not was at least a candidate for the other (an fp32 tie) or not (a real difference)."""
+    recipe = resolve_recipe(config)
+    cls_logits = np.asarray(cls_logits, dtype=np.float32)
+    box_regression = np.asarray(box_regression, dtype=np.float32)
+    boxes = _np_decode(box_regression, np.asarray(default_boxes, dtype=np.float32), recipe)
+    (size,) = _sizes(image_size, 1)
+    return _np_clip(boxes, size), _np_scores(cls_logits, recipe)[..., 1:]

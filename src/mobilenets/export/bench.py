@@ -20,6 +20,16 @@ so a change in machine load affects both alike.
 - ``ours onnxruntime int8``, ``ours litert int8``, ``ours executorch int8``: post-training static int8.
 
 The ONNX / TFLite rows note the number of operators in the file (ours vs torchvision's graph).
+
+Detector and segmenter rows (``ssdlite_mobilenet_v3_large``, ``lraspp_mobilenet_v3_large`` in ``models``; or
+only them: ``mobilenets bench --model ssdlite_mobilenet_v3_large``) time the tensor-only core (image in, raw
+outputs out: class logits + box regressions per default box, or full-resolution segmentation logits; no
+resizing, decoding or NMS) of ours in its ``"torchvision"`` configuration against torchvision's
+``ssdlite320_mobilenet_v3_large`` / ``lraspp_mobilenet_v3_large`` (``weights=None, weights_backbone=None``)
+with its input transform and post-processing left out, at the sizes torchvision evaluates them at (320, 520),
+batch-1 latency only: ``tv|ours eager``, ``ours|tv onnxruntime``, ``ours|tv litert``, ``ours executorch``. Both
+get the same BN calibration as the classifiers (at that size); our files are written by ``export_model`` with
+the task's full check (detections / argmax on a few shapes val images), torchvision's with the output check.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write
+from ..errors import MobileNetsError
 from .core import export_model
 from .fuse import fold_batchnorm
 from .runtimes import load_artifact
@@ -47,12 +58,19 @@ __all__ = ["BenchConfig", "run_benchmark", "time_fn", "time_interleaved", "calib
            "bn_calibration_images", "count_ops"]
 
 RUNTIMES = ("onnx", "tflite", "executorch", "int8", "compile")
+# the dense rows: our model, its torchvision peer, the input side they are timed at (torchvision's evaluation
+# sizes: SSDLite's fixed 320x320 transform, LR-ASPP's resize to 520)
+DENSE_MODELS = {"ssdlite_mobilenet_v3_large": ("detection", "ssdlite320_mobilenet_v3_large", 320),
+                "lraspp_mobilenet_v3_large": ("segmentation", "lraspp_mobilenet_v3_large", 520)}
+DENSE_CHECK_IMAGES = 4  # val images the export check of a dense file runs on here (speed only)
+DENSE_BN_IMAGES = 16  # digits (+ as many noise tensors) calibrating the dense models' BN at 320 / 520 px
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    models: tuple[str, ...] = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
-    resolution: int = 224
+    models: tuple[str, ...] = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                               "ssdlite_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+    resolution: int = 224  # the classifiers' (the dense rows use DENSE_MODELS' sizes)
     threads: int = 2
     batch: int = 32  # the throughput batch
     quick: bool = False  # fewer repetitions, no torch.compile, no batch-32 throughput
@@ -260,13 +278,102 @@ def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log, bn
     return rows
 
 
+class _TorchvisionDetectorCore(nn.Module):
+    """torchvision's SSD without its transform and post-processing: image in, (class logits (N, A, C), box
+    regressions (N, A, 4)) out, as our detector's ``forward``."""
+
+    export_task = "detection"  # export_model checks its outputs (dense.task_of)
+
+    def __init__(self, ssd: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = ssd.backbone, ssd.head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(list(self.backbone(x).values()))
+        return out["cls_logits"], out["bbox_regression"]
+
+
+class _TorchvisionSegmenterCore(nn.Module):
+    """torchvision's LR-ASPP returning its ``"out"`` logits as a tensor (not an OrderedDict)."""
+
+    export_task = "segmentation"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def _dense_pair(name: str) -> tuple[nn.Module, nn.Module]:
+    """(ours in torchvision's configuration, torchvision's tensor-only core), random weights."""
+    import torchvision
+
+    from ..factory import create_model
+
+    task, tv_name, size = DENSE_MODELS[name]
+    if task == "detection":
+        ours = create_model(name, config="torchvision", num_classes=91, image_size=size)
+        tv = _TorchvisionDetectorCore(torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+            weights=None, weights_backbone=None))
+    else:
+        ours = create_model(name, config="torchvision", num_classes=21)
+        tv = _TorchvisionSegmenterCore(torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None))
+    return ours, tv
+
+
+def _bench_dense(name: str, cfg: BenchConfig, work: Path, log) -> list[Row]:
+    """A detector's or segmenter's rows: eager PyTorch, onnxruntime, LiteRT (ours vs torchvision's, interleaved)
+    and ExecuTorch (ours), batch-1 latency of the tensor-only core at the DENSE_MODELS size."""
+    task, tv_name, size = DENSE_MODELS[name]
+    torch.manual_seed(0)
+    dense_cfg = BenchConfig(models=(name,), resolution=size, threads=cfg.threads, batch=1, quick=cfg.quick,
+                            out_dir=cfg.out_dir, skip=cfg.skip)
+    timer = _Timer(dense_cfg)
+    timer.runsb = 0  # batch-1 latency only (a batch of 32 full-resolution 520x520 logits is 0.7 GB)
+    bn_images = bn_calibration_images(size, DENSE_BN_IMAGES)
+    ours_model, tv_model = _dense_pair(name)
+    ours, tv = calibrate_batchnorm(ours_model, bn_images, batch=8), calibrate_batchnorm(tv_model, bn_images, batch=8)
+    rows: list[Row] = []
+
+    def add(path: str, lat: float, note: str = "", export=None) -> None:
+        rows.append(Row(name, path, lat, None, note, export.to_dict() if export is not None else {}))
+        log(f"  {path:<28} {lat:8.2f} ms" + (f"  ({note})" if note else ""))
+
+    (tv_eager, _), (ours_eager, _) = timer.measure(timer.torch_calls(tv), timer.torch_calls(ours))
+    add("tv eager", tv_eager, tv_name)
+    add("ours eager", ours_eager)
+    for fmt, label in (("onnx", "onnxruntime"), ("tflite", "litert"), ("executorch", "executorch")):
+        if fmt in cfg.skip:
+            continue
+        runs = []
+        for who, model in (("ours", ours), ("tv", tv)):
+            if who == "tv" and fmt == "executorch":
+                continue
+            f = work / f"{who}_{name}.{fmt}"
+            rep = export_model(model, f, format=fmt, input_size=size, num_threads=cfg.threads,
+                               check_images=DENSE_CHECK_IMAGES)
+            art = load_artifact(f, fmt, num_threads=cfg.threads)
+            notes = [f"{n} ops"] if (n := count_ops(f, fmt)) is not None else []
+            runs.append((f"{who} {label}", art, ", ".join(notes), rep))
+        for (path, _, note, rep), (lat, _) in zip(runs, timer.measure(*(timer.numpy_calls(r[1]) for r in runs))):
+            add(path, lat, note, rep)
+    return rows
+
+
 def _ratios(rows: list[Row]) -> list[dict]:
     by = {(r.model, r.path): r for r in rows}
     out = []
     for model in dict.fromkeys(r.model for r in rows):
         get = lambda p: by.get((model, p))  # noqa: E731
         lat = lambda p: get(p).latency_ms if get(p) else None  # noqa: E731
-        ratios = {"best pytorch speedup vs tv eager": lat("tv eager") / lat("ours best pytorch")}
+        ratios = {}
+        if lat("tv eager") and lat("ours best pytorch"):
+            ratios["best pytorch speedup vs tv eager"] = lat("tv eager") / lat("ours best pytorch")
+        elif lat("tv eager") and lat("ours eager"):  # the dense rows have no "best pytorch" search
+            ratios["ours/tv eager"] = lat("ours eager") / lat("tv eager")
         for rt in ("onnxruntime", "litert"):
             if lat(f"ours {rt}") and lat(f"tv {rt}"):
                 ratios[f"ours/tv {rt}"] = lat(f"ours {rt}") / lat(f"tv {rt}")
@@ -319,6 +426,12 @@ def _plot(rows: list[Row], path: Path, cfg: BenchConfig) -> None:
     plt.close(fig)
 
 
+def _task(name: str) -> str:
+    from ..registry import get_model_entry
+
+    return get_model_entry(name).task
+
+
 def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
     """Run the benchmark, print the table and ratios, write ``bench.json`` and ``bench.png`` to
     ``cfg.out_dir``; returns the JSON content."""
@@ -326,12 +439,22 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
 
     torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # see the module doc; onnxruntime sessions do the same (runtimes.py)
+    unknown = [m for m in cfg.models if m not in DENSE_MODELS and _task(m) != "classification"]
+    if unknown:
+        raise MobileNetsError(f"no benchmark rows for {', '.join(unknown)}: the dense rows are "
+                              f"{', '.join(DENSE_MODELS)}")
     timer = _Timer(cfg)
-    bn_images = bn_calibration_images(cfg.resolution, cfg.calib_images)
+    classifiers = [m for m in cfg.models if m not in DENSE_MODELS]
+    bn_images = bn_calibration_images(cfg.resolution, cfg.calib_images) if classifiers else None
     rows: list[Row] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         for name in cfg.models:
+            if name in DENSE_MODELS:
+                task, tv_name, size = DENSE_MODELS[name]
+                log(f"{name} ({task}, tensor-only core) at {size}, {cfg.threads} threads, vs torchvision's {tv_name}:")
+                rows += _bench_dense(name, cfg, Path(work), log)
+                continue
             log(f"{name} at {cfg.resolution}, {cfg.threads} threads:")
             rows += _bench_model(name, cfg, timer, Path(work), log, bn_images)
     ratios = _ratios(rows)
@@ -340,6 +463,7 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
         log(f"  {r['model']}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k != "model"))
     result = {
         "config": asdict(cfg),
+        "dense_sizes": {m: DENSE_MODELS[m][2] for m in cfg.models if m in DENSE_MODELS},
         "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "threads": cfg.threads},
         "seconds": time.perf_counter() - t0,
@@ -348,6 +472,9 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
     }
     out = Path(cfg.out_dir)
     atomic_write(out / "bench.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
-    _plot(rows, out / "bench.png", cfg)
-    log(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    if classifiers:  # the plot places models by their published ImageNet top-1: classifiers only
+        _plot([r for r in rows if r.model not in DENSE_MODELS], out / "bench.png", cfg)
+        log(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    else:
+        log(f"\nwrote {out / 'bench.json'}")
     return result

@@ -2,11 +2,14 @@
 
 Every export goes to a temporary file next to the target, is loaded in its own runtime and run on sample
 inputs, and is renamed into place only when it matches PyTorch (fp32: max |difference| within
-``1e-4 x`` the largest |logit|; int8: top-1 agreement with fp32 at least ``min_int8_agreement``).
+``1e-4 x`` the largest |logit|; int8: top-1 agreement with fp32 at least ``min_int8_agreement``). Detectors and
+segmenters take the same path with their own checks and a metadata document in the file
+(:mod:`mobilenets.export.dense`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -20,9 +23,10 @@ from torch import nn
 
 from ..errors import MobileNetsError, output_file
 from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
+from . import dense
 from .data import ImageSet, load_images
 from .fuse import fold_batchnorm
-from .runtimes import FORMATS, SUFFIXES, load_artifact, require
+from .runtimes import FORMATS, METADATA_FILE, METADATA_METHOD, SUFFIXES, load_artifact, require, write_metadata
 
 __all__ = ["ExportReport", "export_model", "default_output", "FP32_RTOL", "INT8_FORMATS"]
 
@@ -51,6 +55,13 @@ class ExportReport:
     eval_source: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    task: str = "classification"
+    # detectors / segmenters: per output {"output", "max_abs_diff", "scale", "bound"} (max_abs_diff and
+    # logit_scale above are those of the output closest to its bound)
+    outputs: list[dict] = field(default_factory=list)
+    detections: dict | None = None  # detectors: dense.DetectionAgreement.to_dict() on the val images
+    pixel_agreement: float | None = None  # segmenters: argmax equal to PyTorch's, fraction of val pixels
+    check_source: str | None = None  # dense models: the val images the task checks ran on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,10 +72,22 @@ class ExportReport:
         lines = [f"wrote {self.path} ({self.size_bytes / 1e6:.2f} MB): {self.model} as "
                  f"{'int8 ' if self.int8 else ''}{self.format}, input {'x'.join(map(str, self.input_shape[1:]))}, "
                  f"batch {b}, in {self.seconds:.1f}s"]
-        check = f"verified in its runtime on {self.n_check} inputs: max |diff| vs PyTorch {self.max_abs_diff:.3g} " \
-                f"(logit scale {self.logit_scale:.3g}"
-        check += f", bound {self.tolerance:.3g})" if self.tolerance is not None else ")"
-        lines.append(check)
+        if self.outputs:
+            parts = [f"{o['output']} max |diff| {o['max_abs_diff']:.3g} (scale {o['scale']:.3g}"
+                     + (f", bound {o['bound']:.3g})" if o["bound"] is not None else ")") for o in self.outputs]
+            lines.append(f"verified in its runtime on {self.n_check} inputs vs PyTorch: " + "; ".join(parts))
+        else:
+            check = f"verified in its runtime on {self.n_check} inputs: max |diff| vs PyTorch " \
+                    f"{self.max_abs_diff:.3g} (logit scale {self.logit_scale:.3g}"
+            check += f", bound {self.tolerance:.3g})" if self.tolerance is not None else ")"
+            lines.append(check)
+        if self.detections is not None:
+            agreement = dense.DetectionAgreement(**self.detections)
+            lines.append(f"detections on {self.check_source}, from the file's outputs, its stored default boxes and "
+                         f"the numpy post-processing, vs PyTorch's: {agreement.summary()}")
+        if self.pixel_agreement is not None:
+            lines.append(f"argmax on {self.check_source}: {100 * self.pixel_agreement:.4f}% of pixels equal to "
+                         f"PyTorch's (bound {100 * dense.MIN_PIXEL_AGREEMENT:g}%)")
         if self.top1_agreement is not None:
             lines.append(f"top-1 agreement with fp32 on {self.eval_source}: {100 * self.top1_agreement:.2f}%")
         if self.accuracy is not None:
@@ -77,33 +100,47 @@ class ExportReport:
 # ---------------------------------------------------------------------------------------------- writers
 
 
-def _write_onnx(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
+# Every writer takes (model, example input, path, dynamic batch) and, for detectors and segmenters, ``metadata``:
+# the JSON document (dense.metadata_document) stored in the file where the format keeps such data.
+
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool, metadata: str | None = None) -> None:
     require("onnx", "onnxscript")
     dyn = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) if dynamic else None
-    torch.onnx.export(model, (x,), path, dynamo=True, input_names=["input"], output_names=["logits"],
+    torch.onnx.export(model, (x,), path, dynamo=True, input_names=["input"], output_names=dense.output_names(model),
                       dynamic_shapes=dyn, external_data=False, verbose=False)
+    if metadata is not None:
+        write_metadata(path, "onnx", metadata)
 
 
-def _write_tflite(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
+def _write_tflite(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool, metadata: str | None = None) -> None:
     litert_torch = require("tflite", "litert_torch")
     litert_torch.convert(model, (x,)).export(path)
+    if metadata is not None:
+        write_metadata(path, "tflite", metadata)
 
 
-def _lower_executorch(model: nn.Module, x: torch.Tensor, dynamic: bool) -> bytes:
+def _lower_executorch(model: nn.Module, x: torch.Tensor, dynamic: bool, metadata: str | None = None) -> bytes:
     require("executorch", "executorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},) if dynamic else None
     ep = torch.export.export(model, (x,), dynamic_shapes=dyn)
-    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    # the metadata as a constant method (ExecuTorch's place for configuration values: a method with no inputs
+    # returning the string, callable from the C++ and Python runtimes)
+    constants = {METADATA_METHOD: metadata} if metadata is not None else None
+    return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                       constant_methods=constants).to_executorch().buffer
 
 
-def _write_executorch(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
-    Path(path).write_bytes(_lower_executorch(model, x, dynamic))
+def _write_executorch(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool,
+                      metadata: str | None = None) -> None:
+    Path(path).write_bytes(_lower_executorch(model, x, dynamic, metadata))
 
 
-def _write_torchscript(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool) -> None:
+def _write_torchscript(model: nn.Module, x: torch.Tensor, path: str, dynamic: bool,
+                       metadata: str | None = None) -> None:
     # trace (the models have no data-dependent control flow; Conv2dSame's padding is fixed by H x W),
     # then freeze: weights become constants, which lets TorchScript fold and fuse conv + activation
     # (TorchScript is deprecated upstream in favour of torch.export, but remains the format C++/LibTorch and
@@ -112,7 +149,8 @@ def _write_torchscript(model: nn.Module, x: torch.Tensor, path: str, dynamic: bo
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         frozen = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
-        torch.jit.save(frozen, path)
+        extra = {METADATA_FILE: metadata} if metadata is not None else None
+        torch.jit.save(frozen, path, _extra_files=extra)
 
 
 _WRITERS = {"onnx": _write_onnx, "tflite": _write_tflite, "executorch": _write_executorch,
@@ -292,7 +330,7 @@ def default_output(source: str | os.PathLike, format: str, *, int8: bool = False
     return Path(Path(source_name(source)).stem + ("_int8" if int8 else "") + SUFFIXES[format])
 
 
-def _check_options(*, input_size, calib_size, eval_size, min_int8_agreement, num_threads) -> None:
+def _check_options(*, input_size, calib_size, eval_size, min_int8_agreement, num_threads, check_images) -> None:
     def integer(v, lo, hi) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
@@ -305,6 +343,7 @@ def _check_options(*, input_size, calib_size, eval_size, min_int8_agreement, num
         (isinstance(min_int8_agreement, (int, float)) and not isinstance(min_int8_agreement, bool)
          and 0 <= min_int8_agreement <= 1, f"min_int8_agreement must be in [0, 1], got {min_int8_agreement!r}"),
         (integer(num_threads, 1, 1024), f"num_threads must be an integer in [1, 1024], got {num_threads!r}"),
+        (integer(check_images, 1, 100_000), f"check_images must be an integer in [1, 100000], got {check_images!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -337,6 +376,7 @@ def export_model(
     min_int8_agreement: float = 0.9,
     num_threads: int = 2,
     refresh: bool = False,
+    check_images: int = dense.DEFAULT_CHECK_IMAGES,
 ) -> ExportReport:
     """Export a model (an ``nn.Module``, or a weights file: a mobilenets checkpoint or any file
     :func:`mobilenets.model_from_weights` reads) to ``format`` ("onnx",
@@ -344,7 +384,8 @@ def export_model(
     suffix, in the current folder: see :func:`default_output`), with batch norm folded into the convolutions,
     and verify the written file in its runtime.
 
-    ``input_size``: the square input side (default: the checkpoint's preprocessing crop, else 224).
+    ``input_size``: the square input side (default: the checkpoint's preprocessing crop; a detector object:
+    its configured ``image_size``; else 224).
     ``dynamic_batch``: let the file take any batch size where the format allows (ONNX, ExecuTorch up to
     64, TorchScript). ``int8``: post-training static quantization (ONNX via onnxruntime's QDQ quantizer,
     TFLite via litert-torch's PT2E quantizer, ExecuTorch via the XNNPACK PT2E quantizer), calibrated on
@@ -352,6 +393,14 @@ def export_model(
     ("digits" or an image folder, see :mod:`mobilenets.export.data`). ``eval_data`` (default: ``calib``;
     labelled folders or "digits" also give accuracies): the images the int8 top-1 agreement is measured on.
     ``refresh``: download a weights URL again even if it is cached.
+
+    Detectors and segmenters (:mod:`mobilenets.export.dense`): the tensor-only ``forward`` is exported (a
+    detector's two outputs ``cls_logits``, ``box_regression``), with a metadata document inside the file (task,
+    preprocessing, class names; a detector's post-processing configuration and default boxes for the exported
+    input size, recomputed for any ``input_size``). They are verified on the first ``check_images`` val images
+    of ``eval_data`` (None: the built-in shapes set; else a dataset root the task's loaders read): every output
+    within 1e-4 x its scale, and PyTorch's detections (detectors) or per-pixel argmax on >= 99.5% of pixels
+    (segmenters) reproduced from the file. int8 is not offered for them.
     Raises :class:`MobileNetsError` when the check fails (the file is then not written).
     """
     t0 = time.perf_counter()
@@ -362,15 +411,21 @@ def export_model(
     if int8 and calib is None:
         raise MobileNetsError("int8 export needs calibration images: pass calib (an image folder or 'digits')")
     _check_options(input_size=input_size, calib_size=calib_size, eval_size=eval_size,
-                   min_int8_agreement=min_int8_agreement, num_threads=num_threads)
+                   min_int8_agreement=min_int8_agreement, num_threads=num_threads, check_images=check_images)
     if path is None:
         if isinstance(model_or_ckpt, nn.Module):
             raise MobileNetsError("an output path is needed when exporting a model object")
         path = default_output(model_or_ckpt, format, int8=int8)
     path = output_file(path, f"{format} file")
     model, name, prep, class_names = _resolve(model_or_ckpt, refresh)
-    size = input_size or (prep.crop if prep is not None else 224)
-    prep = prep or IMAGENET
+    task = dense.task_of(model)
+    if task != "classification" and int8:
+        # one agreement metric per task and calibration on dense val sets would be needed; not done yet
+        raise MobileNetsError(f"int8 export is available for classifiers only, not for the {task} model {name}")
+    size = input_size or (prep.crop if prep is not None else None)
+    if size is None:
+        size = (dense.default_size(model) if task == "detection" else None) or 224
+    prep = prep or (IMAGENET if task == "classification" else dense.default_preprocessing(task, size))
     if prep.crop != size:
         prep = prep.with_size(size)
     in_chans = getattr(getattr(model, "config", None), "in_chans", 3)
@@ -380,7 +435,11 @@ def export_model(
     example = torch.randn(2 if dynamic else 1, in_chans, size, size, generator=torch.Generator().manual_seed(0))
 
     calib_set = eval_set = None
-    if int8:
+    metadata = None
+    if task != "classification":  # read the val images before writing anything: bad data fails fast
+        eval_set = dense.load_val_images(task, eval_data, prep, check_images)
+        metadata = dense.metadata_document(model, name=name, size=size, prep=prep, class_names=class_names)
+    elif int8:
         calib_set = load_images(calib, preprocessing=prep, role="calib", class_names=class_names, limit=calib_size)
         eval_set = load_images(eval_data or calib, preprocessing=prep, role="eval", class_names=class_names,
                                limit=eval_size)
@@ -393,6 +452,8 @@ def export_model(
         try:
             if int8:
                 _INT8_WRITERS[format](folded, example, tmp, calib_set.images, dynamic)
+            elif metadata is not None:
+                _WRITERS[format](folded, example, tmp, dynamic, metadata=metadata)
             else:
                 _WRITERS[format](folded, example, tmp, dynamic)
         except MobileNetsError:
@@ -400,8 +461,12 @@ def export_model(
         except Exception as e:  # the exporters raise many types; report it in one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise MobileNetsError(f"{format} export of {name} failed: {type(e).__name__}: {first}") from e
-        report = _verify(model, tmp, format=format, int8=int8, example=example, eval_set=eval_set,
-                         min_int8_agreement=min_int8_agreement, num_threads=num_threads)
+        if task == "classification":
+            report = _verify(model, tmp, format=format, int8=int8, example=example, eval_set=eval_set,
+                             min_int8_agreement=min_int8_agreement, num_threads=num_threads)
+        else:
+            report = _verify_dense(model, tmp, format=format, task=task, example=example, val=eval_set, size=size,
+                                   metadata=metadata, num_threads=num_threads)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -445,4 +510,57 @@ def _verify(model: nn.Module, tmp: str, *, format: str, int8: bool, example: tor
             raise MobileNetsError(f"int8 {format} check failed: top-1 agreement with fp32 "
                                   f"{100 * report.top1_agreement:.1f}% < {100 * min_int8_agreement:g}% on "
                                   f"{report.eval_source}")
+    return report
+
+
+def _verify_dense(model: nn.Module, tmp: str, *, format: str, task: str, example: torch.Tensor, val: ImageSet,
+                  size: int, metadata: str | None, num_threads: int) -> ExportReport:
+    """The checks of a detector's or segmenter's file (see :mod:`mobilenets.export.dense`): 3 random inputs
+    (a batch size other than the example's) and the val images, in batches of 8."""
+    from ..detection.ssdlite import SSDLite
+
+    model = model.eval()
+    art = load_artifact(tmp, format, num_threads=num_threads)
+    if metadata is not None and art.metadata != json.loads(metadata):
+        raise MobileNetsError(f"{format} check failed: the metadata read back from the file is not the one written")
+    rand = torch.randn(3, *example.shape[1:], generator=torch.Generator().manual_seed(1)).numpy()
+    xs = np.concatenate([rand, val.images]).astype(np.float32)
+    names = dense.output_names(model)
+    diffs = dense.OutputDiff(names, format)
+    det_ref: list[list[np.ndarray]] = []
+    det_out: list[list[np.ndarray]] = []
+    equal = pixels = 0
+    step = 8
+    for start in range(0, len(xs), step):
+        x = xs[start:start + step]
+        ref = dense.torch_outputs(model, x)
+        out = diffs.update(ref, art(x))
+        first_val = max(0, len(rand) - start)  # the val images of this batch
+        if task == "detection":
+            det_ref.append([r[first_val:] for r in ref])
+            det_out.append([o[first_val:] for o in out])
+        else:
+            equal += int((ref[0][first_val:].argmax(1) == out[0][first_val:].argmax(1)).sum())
+            pixels += ref[0][first_val:].argmax(1).size
+    rows = diffs.rows(FP32_RTOL)
+    worst = max(rows, key=lambda r: r["max_abs_diff"] / max(r["scale"], 1e-12))
+    report = ExportReport(format, tmp, 0, "", (), False, worst["max_abs_diff"], worst["scale"], worst["bound"],
+                          len(xs), task=task, outputs=rows,
+                          check_source=f"{val.source} ({len(val.images)} images)")
+    if task == "detection" and isinstance(model, SSDLite):
+        ref_all = [np.concatenate(parts) for parts in zip(*det_ref)]
+        out_all = [np.concatenate(parts) for parts in zip(*det_out)]
+        agreement = dense.check_detections(model, art, val.images, ref_all, out_all, size=size, fmt=format)
+        report.detections = agreement.to_dict()
+    elif task == "detection":
+        report.notes.append("not a mobilenets detector: raw outputs checked, no default boxes stored")
+    else:
+        report.pixel_agreement = equal / max(pixels, 1)
+        if report.pixel_agreement < dense.MIN_PIXEL_AGREEMENT:
+            raise MobileNetsError(f"{format} check failed: argmax equal to PyTorch's on "
+                                  f"{100 * report.pixel_agreement:.3f}% of pixels of {report.check_source}, below "
+                                  f"{100 * dense.MIN_PIXEL_AGREEMENT:g}%")
+    if art.metadata.get("default_boxes") is not None:
+        report.notes.append(f"default boxes: {len(dense.default_boxes_from(art.metadata))} for "
+                            f"{size}x{size} inputs, in the file's metadata ('mobilenets')")
     return report

@@ -1,14 +1,23 @@
 """Run an exported artifact in the runtime it is meant for, behind one interface.
 
 ``load_artifact(path, format)`` returns an :class:`Artifact`: ``artifact(x)`` takes a float32 NCHW numpy
-batch and returns the logits as numpy. Each format is run by the runtime users deploy it with: onnxruntime,
-the LiteRT interpreter (``ai_edge_litert``), ExecuTorch's runtime (``executorch.runtime``, XNNPACK kernels),
-and TorchScript (``torch.jit.load``).
+batch and returns the model's output as numpy: one array for a single-output model (classifier logits,
+segmentation logits), a tuple of arrays, in the order of the PyTorch ``forward``'s outputs, for several (a
+detector's class logits and box regressions). Each format is run by the runtime users deploy it with:
+onnxruntime, the LiteRT interpreter (``ai_edge_litert``), ExecuTorch's runtime (``executorch.runtime``, XNNPACK
+kernels), and TorchScript (``torch.jit.load``).
+
+Files of detectors and segmenters carry a JSON document, ``artifact.metadata`` (:func:`read_metadata`), in the
+place each format keeps such data: ONNX ``metadata_props`` under the key ``"mobilenets"``, a TFLite
+``metadata`` entry named ``"mobilenets"`` (the file's own flatbuffer field), an ExecuTorch constant method
+``mobilenets_metadata`` returning the string, and a TorchScript extra file ``mobilenets.json``
+(:func:`write_metadata` / :mod:`mobilenets.export.dense` say what the document holds).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,12 +26,19 @@ import torch
 
 from ..errors import MobileNetsError, existing_file
 
-__all__ = ["FORMATS", "SUFFIXES", "Artifact", "load_artifact", "require"]
+__all__ = ["FORMATS", "SUFFIXES", "Artifact", "load_artifact", "require", "read_metadata", "write_metadata",
+           "METADATA_KEY"]
 
 FORMATS = ("onnx", "tflite", "executorch", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "torchscript": ".pt"}
 # the pip extra that provides each format's exporter and runtime
 EXTRAS = {"onnx": "onnx", "tflite": "tflite-export", "executorch": "executorch", "torchscript": None}
+# the name the metadata document is stored under, in every format (ExecuTorch: METADATA_METHOD; TorchScript:
+# METADATA_FILE)
+METADATA_KEY = "mobilenets"
+METADATA_METHOD = "mobilenets_metadata"
+METADATA_FILE = "mobilenets.json"
+TFLITE_IDENTIFIER = b"TFL3"
 
 
 def require(fmt: str, module: str):
@@ -36,25 +52,36 @@ def require(fmt: str, module: str):
                               f"pip install 'mobilenets[{EXTRAS[fmt]}]'") from None
 
 
+# what an artifact call returns: one array, or a tuple for a model with several outputs
+Outputs = np.ndarray | tuple[np.ndarray, ...]
+
+
 @dataclass
 class Artifact:
     """A loaded artifact. ``fixed_batch`` is the batch size baked into the file (None: dynamic batch, up to
-    ``max_batch`` when the format needs a bound); larger batches are run in chunks."""
+    ``max_batch`` when the format needs a bound); larger batches are run in chunks. ``num_outputs``: how many
+    arrays a call returns (1: a bare array, as for classifiers; more: a tuple). ``metadata``: the file's
+    mobilenets document (``{}`` for files without one, e.g. classifiers)."""
 
     format: str
     path: Path
     fixed_batch: int | None
-    _run: Callable[[np.ndarray], np.ndarray]
+    _run: Callable[[np.ndarray], list[np.ndarray]]  # every output, in forward's order
     max_batch: int | None = None
+    num_outputs: int = 1
+    metadata: dict = field(default_factory=dict)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(x, dtype=np.float32)
         b = self.fixed_batch or self.max_batch
         if b is None or len(x) == b or (self.fixed_batch is None and len(x) <= b):
-            return self._run(x)
-        if self.fixed_batch and len(x) % b:
-            raise MobileNetsError(f"{self.path}: a batch of {len(x)} does not split into the file's batch {b}")
-        return np.concatenate([self._run(x[i:i + b]) for i in range(0, len(x), b)])
+            outs = self._run(x)
+        else:
+            if self.fixed_batch and len(x) % b:
+                raise MobileNetsError(f"{self.path}: a batch of {len(x)} does not split into the file's batch {b}")
+            chunks = [self._run(x[i:i + b]) for i in range(0, len(x), b)]
+            outs = [np.concatenate(parts) for parts in zip(*chunks)]
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def _onnx(path: Path, num_threads: int) -> Artifact:
@@ -69,33 +96,53 @@ def _onnx(path: Path, num_threads: int) -> Artifact:
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    return Artifact("onnx", path, batch, lambda x: sess.run(None, {inp.name: x})[0])
+    meta = _parse_metadata(sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
+    return Artifact("onnx", path, batch, lambda x: sess.run(None, {inp.name: x}), num_outputs=len(sess.get_outputs()),
+                    metadata=meta)
 
 
 def _tflite(path: Path, num_threads: int) -> Artifact:
     interp_mod = require("tflite", "ai_edge_litert.interpreter")
     interp = interp_mod.Interpreter(model_path=str(path), num_threads=num_threads)
     interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    inp = interp.get_input_details()[0]
+    outs = _tflite_outputs(interp)
     batch = int(inp["shape"][0])
 
     # int8 files (litert-torch's PT2E path) take and give quantized tensors: quantize the float input with
-    # the file's own (scale, zero point) and dequantize the logits, as a deployed app does
+    # the file's own (scale, zero point) and dequantize each output with its own, as a deployed app does
     in_dtype, (in_scale, in_zero) = inp["dtype"], inp["quantization"]
-    out_dtype, (out_scale, out_zero) = out["dtype"], out["quantization"]
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def dequantize(out: dict) -> np.ndarray:
+        y = interp.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            return (y.astype(np.float32) - zero) * np.float32(scale)
+        return y.copy()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
         if in_dtype != np.float32:
             info = np.iinfo(in_dtype)
             x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max).astype(in_dtype)
         interp.set_tensor(inp["index"], x)
         interp.invoke()
-        y = interp.get_tensor(out["index"])
-        if out_dtype != np.float32:
-            return (y.astype(np.float32) - out_zero) * np.float32(out_scale)
-        return y.copy()
+        return [dequantize(out) for out in outs]
 
-    return Artifact("tflite", path, batch, run)
+    meta = _parse_metadata(_tflite_metadata(Path(path).read_bytes()), path)
+    return Artifact("tflite", path, batch, run, num_outputs=len(outs), metadata=meta)
+
+
+def _tflite_outputs(interp) -> list[dict]:
+    """The output details in the order of the PyTorch ``forward``'s outputs. litert-torch names them
+    ``output_0``, ``output_1``, ... in its signature; the flat output list need not follow that order."""
+    details = interp.get_output_details()
+    signatures = interp._get_full_signature_list() or {}
+    if len(details) > 1 and len(signatures) == 1:
+        named = next(iter(signatures.values())).get("outputs", {})
+        if all(k.startswith("output_") and k[7:].isdigit() for k in named) and len(named) == len(details):
+            by_index = {d["index"]: d for d in details}
+            return [by_index[named[k]] for k in sorted(named, key=lambda k: int(k[7:]))]
+    return details
 
 
 def _executorch(path: Path, num_threads: int) -> Artifact:
@@ -106,8 +153,12 @@ def _executorch(path: Path, num_threads: int) -> Artifact:
     max_batch = int(method.metadata.input_tensor_meta(0).sizes()[0])
     # ExecuTorch's XNNPACK backend sizes its thread pool itself (all cores): pin it for fair comparison
     _set_executorch_threads(num_threads)
-    return Artifact("executorch", path, None, lambda x: method.execute([torch.from_numpy(x)])[0].numpy(),
-                    max_batch=max_batch)
+    meta = None
+    if METADATA_METHOD in program.method_names:
+        meta = program.load_method(METADATA_METHOD).execute([])[0]
+    return Artifact("executorch", path, None, lambda x: [y.numpy() for y in method.execute([torch.from_numpy(x)])],
+                    max_batch=max_batch, num_outputs=int(method.metadata.num_outputs()),
+                    metadata=_parse_metadata(meta, path))
 
 
 def _set_executorch_threads(num_threads: int) -> None:
@@ -124,16 +175,20 @@ def _set_executorch_threads(num_threads: int) -> None:
 def _torchscript(path: Path, num_threads: int) -> Artifact:
     import warnings
 
+    extra = {METADATA_FILE: ""}
     with warnings.catch_warnings():  # deprecated upstream (see core._write_torchscript)
         warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(path), map_location="cpu")  # only files this package just wrote
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)  # files this package wrote
     module.eval()
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> list[np.ndarray]:
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
+            y = module(torch.from_numpy(x))
+        return [t.numpy() for t in y] if isinstance(y, (tuple, list)) else [y.numpy()]
 
-    return Artifact("torchscript", path, None, run)
+    meta = _parse_metadata(extra[METADATA_FILE] or None, path)
+    n = len(meta.get("outputs", ())) or 1  # TorchScript does not declare its outputs; the document does
+    return Artifact("torchscript", path, None, run, num_outputs=n, metadata=meta)
 
 
 _LOADERS = {"onnx": _onnx, "tflite": _tflite, "executorch": _executorch, "torchscript": _torchscript}
@@ -145,3 +200,89 @@ def load_artifact(path: Path | str, format: str, *, num_threads: int = 2) -> Art
         raise MobileNetsError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
     path = existing_file(path, "an exported model file")
     return _LOADERS[format](path, num_threads)
+
+
+# ------------------------------------------------------------------------------------------------ metadata
+
+
+def _parse_metadata(text, path) -> dict:
+    if text is None:
+        return {}
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise MobileNetsError(f"{path}: its '{METADATA_KEY}' metadata is not a JSON object")
+    return meta
+
+
+def _tflite_metadata(data: bytes) -> bytes | None:
+    """The bytes of the file's ``metadata`` entry named :data:`METADATA_KEY` (None when absent)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == METADATA_KEY.encode():
+            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    return None
+
+
+def _tflite_with_metadata(data: bytes, document: str) -> bytes:
+    """``data`` (a TFLite flatbuffer) with a ``metadata`` entry :data:`METADATA_KEY` holding ``document``.
+
+    The way TensorFlow's own metadata writer (``tflite_support.metadata.MetadataPopulator``) does it: unpack the
+    model with the schema's object API, append a buffer and a ``Metadata`` row naming it, pack it again. Files
+    whose tensors live outside the flatbuffer (``Buffer.offset``, used above 2 GB) are refused."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    if any(b.offset for b in model.buffers or ()):
+        raise MobileNetsError("this TFLite file keeps its tensors outside the flatbuffer; metadata is not supported")
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_KEY, METADATA_KEY.encode())]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(document.encode("utf-8"), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_KEY, len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(data) + len(document) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def write_metadata(path: Path | str, format: str, document: str) -> None:
+    """Store ``document`` (a JSON string) in an ONNX or TFLite file already written at ``path``, in place.
+    ExecuTorch and TorchScript files get theirs while they are written (a constant method, an extra file:
+    :mod:`mobilenets.export.core`)."""
+    if format == "onnx":
+        onnx = require("onnx", "onnx")
+        model = onnx.load(str(path), load_external_data=False)
+        for prop in list(model.metadata_props):
+            if prop.key == METADATA_KEY:
+                model.metadata_props.remove(prop)
+        model.metadata_props.add(key=METADATA_KEY, value=document)
+        onnx.save(model, str(path))
+    elif format == "tflite":
+        Path(path).write_bytes(_tflite_with_metadata(Path(path).read_bytes(), document))
+    else:
+        raise MobileNetsError(f"{format} files take their metadata while they are written")
+
+
+def read_metadata(path: Path | str, format: str) -> dict:
+    """The mobilenets metadata document of an exported file (``{}`` when it has none), without running it."""
+    if format not in _LOADERS:
+        raise MobileNetsError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    path = existing_file(path, "an exported model file")
+    if format == "onnx":
+        onnx = require("onnx", "onnx")
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return _parse_metadata(props.get(METADATA_KEY), path)
+    if format == "tflite":
+        require("tflite", "ai_edge_litert")
+        return _parse_metadata(_tflite_metadata(path.read_bytes()), path)
+    return load_artifact(path, format, num_threads=1).metadata

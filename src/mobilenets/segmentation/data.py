@@ -334,15 +334,20 @@ def _to_float():
     return v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True)
 
 
-def segmentation_train_transform(size: int, *, mean, std, scale=(0.5, 2.0), ignore_index: int = IGNORE_INDEX):
+def segmentation_train_transform(size: int, *, mean, std, scale=(0.5, 2.0), ignore_index: int = IGNORE_INDEX,
+                                 geometric: bool = True):
     """Joint image+mask augmentation (torchvision's segmentation reference recipe, transforms v2): the shorter side
     resized to a random ``scale`` x ``size`` (masks nearest), a random ``size`` x ``size`` crop (padded with the
-    mean colour and ``ignore_index``), horizontal flip, colour jitter, float conversion, normalisation."""
+    mean colour and ``ignore_index``), horizontal flip, colour jitter, float conversion, normalisation.
+    ``geometric=False``: resize to ``size`` x ``size`` instead of the random scale and crop (the built-in shapes
+    set, whose generator already varies scale and placement)."""
     lo, hi = round(size * scale[0]), round(size * scale[1])
+    scale_crop = [v2.RandomResize(lo, max(hi, lo) + 1, antialias=True),  # max_size is exclusive
+                  v2.RandomCrop(size, pad_if_needed=True, fill=_fills(mean, ignore_index))] if geometric else [
+        v2.Resize((size, size), antialias=True)]
     return v2.Compose([
         v2.ToImage(),
-        v2.RandomResize(lo, max(hi, lo) + 1, antialias=True),  # max_size is exclusive
-        v2.RandomCrop(size, pad_if_needed=True, fill=_fills(mean, ignore_index)),
+        *scale_crop,
         v2.RandomHorizontalFlip(),
         v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3),
         _to_float(),
@@ -360,22 +365,26 @@ def segmentation_eval_transform(size: int, *, mean, std):
 # the one entry point
 
 def load_segmentation_dataset(path_or_none, split: str, *, image_size: int, mean, std, strict: bool = False,
-                              train: bool = True) -> SegmentationDataset:
+                              train: bool = True, augment: str = "full",
+                              num_samples: int | None = None) -> SegmentationDataset:
     """The segmentation dataset for ``split`` with the train (``train=True``) or eval transform attached.
 
     Accepted ``path_or_none``:
 
-    - None: the built-in shapes set (:class:`mobilenets.shapes.ShapesSegmentation`, generated at ``image_size``);
+    - None: the built-in shapes set (``num_samples`` of them; default 2000 train / 200 val)
+      (:class:`mobilenets.shapes.ShapesSegmentation`, generated at ``image_size``);
     - a Pascal VOC root (has ``SegmentationClass/``): ``JPEGImages/``, ``SegmentationClass/``,
       ``ImageSets/Segmentation/{split}.txt``;
     - a mask folder: ``DIR/{split}/images/`` and ``DIR/{split}/masks/`` (optional ``DIR/classes.txt``).
     """
-    transform = (segmentation_train_transform if train else segmentation_eval_transform)(image_size, mean=mean,
-                                                                                         std=std)
+    if train:  # augment "full": random scale + crop + flip + colour; "light": flip + colour
+        transform = segmentation_train_transform(image_size, mean=mean, std=std, geometric=augment == "full")
+    else:
+        transform = segmentation_eval_transform(image_size, mean=mean, std=std)
     if path_or_none is None:
         from ..shapes import ShapesSegmentation
 
-        return ShapesSegmentation(split, image_size=image_size, transform=transform)
+        return ShapesSegmentation(split, image_size=image_size, transform=transform, num_samples=num_samples)
     root = Path(path_or_none).expanduser()
     if not root.is_dir():
         raise MobileNetsError(f"{root}: no such directory")

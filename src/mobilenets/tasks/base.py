@@ -59,6 +59,9 @@ class Task:
 
     name: ClassVar[str]
     best_metric: ClassVar[str]
+    # normalisation of a model trained from scratch (weights bring their own): torchvision's ImageNet mean/std
+    # for classifiers, [-1, 1] for the dense tasks as TF's SSDLite / DeepLab and torchvision's SSDLite take
+    default_preprocessing: ClassVar = None
     curve_panels: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]]  # (title, metric keys) per curves.png panel
 
     def __init__(self, config) -> None:

@@ -8,6 +8,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..preprocess import IMAGENET
 from .base import EvalContext, Task, TaskData, all_reduce_sum, pretrained_info
 
 __all__ = ["ClassificationTask"]
@@ -17,6 +18,7 @@ log = logging.getLogger("mobilenets")
 
 class ClassificationTask(Task):
     name = "classification"
+    default_preprocessing = IMAGENET
     best_metric = "top1"
     curve_panels = (("loss", ("loss",)), ("top-1 (%)", ("top1",)))
 

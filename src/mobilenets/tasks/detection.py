@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import MobileNetsError
+from ..preprocess import TF_INCEPTION
 from .base import EvalContext, Task, TaskData, all_reduce_sum, load_backbone_weights, pretrained_info
 
 __all__ = ["DetectionTask"]
@@ -13,6 +14,7 @@ __all__ = ["DetectionTask"]
 
 class DetectionTask(Task):
     name = "detection"
+    default_preprocessing = TF_INCEPTION
     best_metric = "ap"  # COCO AP (IoU .50:.95), the primary COCO metric
     curve_panels = (("loss", ("loss",)), ("COCO AP", ("ap", "ap50")))
 
@@ -33,7 +35,7 @@ class DetectionTask(Task):
 
         c = self.config
         common = dict(image_size=c.resolution, mean=pre.mean, std=pre.std, strict=c.strict)
-        train = load_detection_dataset(c.data, "train", train=True, **common)
+        train = load_detection_dataset(c.data, "train", train=True, augment=c.augment, num_samples=c.samples, **common)
         val = load_detection_dataset(c.data, "val", train=False, **common)
         if list(val.classes) != list(train.classes):
             raise MobileNetsError(f"{c.data}: the val split's classes differ from the train split's")
@@ -109,6 +111,7 @@ class DetectionTask(Task):
         metrics = gather_objects(metrics, ctx.world)[0]
         out = {"loss": sums[0].item() / max(sums[1].item(), 1.0)}
         out.update({k: metrics[k] for k in METRIC_NAMES})
+        out["images"] = int(sums[1].item())  # over every rank's shard: the whole val set
         return out
 
     def message(self, row: dict) -> str:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import MobileNetsError
+from ..preprocess import TF_INCEPTION
 from .base import EvalContext, Task, TaskData, all_reduce_sum, load_backbone_weights, pretrained_info
 
 __all__ = ["SegmentationTask", "IGNORE_INDEX"]
@@ -15,6 +16,7 @@ IGNORE_INDEX = 255  # VOC's border / "void" label
 
 class SegmentationTask(Task):
     name = "segmentation"
+    default_preprocessing = TF_INCEPTION
     best_metric = "miou"
     curve_panels = (("loss", ("loss",)), ("mIoU", ("miou",)), ("pixel accuracy", ("pixel_acc",)))
 
@@ -29,7 +31,7 @@ class SegmentationTask(Task):
 
         c = self.config
         common = dict(image_size=c.resolution, mean=pre.mean, std=pre.std, strict=c.strict)
-        train = load_segmentation_dataset(c.data, "train", train=True, **common)
+        train = load_segmentation_dataset(c.data, "train", train=True, augment=c.augment, num_samples=c.samples, **common)
         val = load_segmentation_dataset(c.data, "val", train=False, **common)
         if list(val.classes) != list(train.classes):
             raise MobileNetsError(f"{c.data}: the val split's classes differ from the train split's")
@@ -80,7 +82,8 @@ class SegmentationTask(Task):
         confusion = all_reduce_sum(confusion, ctx)
         sums = all_reduce_sum(sums, ctx)
         m = segmentation_metrics(confusion)
-        return {"loss": sums[0].item() / max(sums[1].item(), 1.0), "miou": m["miou"], "pixel_acc": m["pixel_acc"]}
+        return {"loss": sums[0].item() / max(sums[1].item(), 1.0), "miou": m["miou"], "pixel_acc": m["pixel_acc"],
+                "images": int(sums[1].item())}  # over every rank's shard: the whole val set
 
     def message(self, row: dict) -> str:
         ema = f" | EMA mIoU {row['ema_val_miou']:.3f}" if "ema_val_miou" in row else ""

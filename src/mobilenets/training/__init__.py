@@ -8,8 +8,8 @@
 - ``distributed.py``: torchrun plumbing
 """
 
-from .config import AMP_MODES, AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, TrainConfig
+from .config import AMP_MODES, AUGMENTS, DENSE_AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, TrainConfig
 from .loop import TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "train", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS",
+__all__ = ["TrainConfig", "TrainResult", "train", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS", "DENSE_AUGMENTS",
            "SCHEDULES", "HEADS"]

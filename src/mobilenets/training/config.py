@@ -13,11 +13,13 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import MobileNetsError
 from ..preprocess import IMAGENET, Preprocessing
 
-__all__ = ["TrainConfig", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS", "SCHEDULES", "HEADS"]
+__all__ = ["TrainConfig", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS", "DENSE_AUGMENTS", "SCHEDULES",
+           "HEADS"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
-AUGMENTS = ("none", "randaugment", "trivialaugment")
+AUGMENTS = ("none", "randaugment", "trivialaugment")  # classification
+DENSE_AUGMENTS = ("full", "light")  # detection / segmentation: the papers' geometric recipe, or flip + colour only
 SCHEDULES = ("cosine", "poly")
 HEADS = ("paper", "torchvision")
 
@@ -46,6 +48,8 @@ class TrainConfig:
     data: str | None = None  # classification: ImageFolder root; detection: COCO / VOC root; segmentation: VOC /
     #                          image-mask folders; None: the built-in set (digits, or shapes over photos)
     val_split: float = 0.0  # classification: fraction of each class held out when `data` has no train/ and val/
+    samples: int | None = None  # detection / segmentation, built-in shapes set: training samples (None: 2000;
+    #                             the 200 val samples stay the same)
     model: str | None = None  # a registered model of the task (None: the task's default)
     width: float = 1.0
     resolution: int | None = None  # input side (classification: train crop; detection/segmentation: square input)
@@ -59,7 +63,10 @@ class TrainConfig:
     schedule: str | None = None  # cosine (to 0) or poly (power 0.9, DeepLab's); None: the task's default
     label_smoothing: float = 0.1  # classification
     ema_decay: float = 0.99  # per optimizer step; 0 turns the EMA off
-    augment: str = "none"  # classification: none | randaugment | trivialaugment
+    augment: str | None = None  # classification: none | randaugment | trivialaugment (default none); detection /
+    #                              segmentation: full (SSD's zoom-out + IoU crop, or random scale + crop; with flip
+    #                              and colour) | light (flip and colour only); default full, light for the built-in
+    #                              shapes set, whose generator already varies scale and placement
     crop_scale: tuple[float, float] = (0.6, 1.0)  # classification: RandomResizedCrop's area range
     hflip: float | None = None  # None: 0.5, but 0 for digits (not mirror symmetric)
     crop_pct: float | None = None  # classification eval centre crop; None: 0.875, but 1.0 for digits
@@ -87,6 +94,8 @@ class TrainConfig:
         for name, value in TASK_DEFAULTS[self.task].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.augment is None:
+            self.augment = "none" if self.task == "classification" else "light" if self.data is None else "full"
         self.crop_scale = tuple(self.crop_scale)
         self._validate()
 
@@ -103,7 +112,8 @@ class TrainConfig:
         checks = [
             (self.opt in OPTIMIZERS, f"opt must be one of {', '.join(OPTIMIZERS)}, got {self.opt!r}"),
             (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"),
-            (self.augment in AUGMENTS, f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"),
+            (self.augment in self.augments, f"augment must be one of {', '.join(self.augments)} for {self.task}, "
+                                             f"got {self.augment!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.head is None or self.head in HEADS, f"head must be one of {', '.join(HEADS)}, got {self.head!r}"),
             (isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000, f"epochs must be >= 1, got {self.epochs}"),
@@ -127,6 +137,10 @@ class TrainConfig:
             (self.dropout is None or (finite(self.dropout) and 0 <= self.dropout <= 1),
              f"dropout must be in [0, 1], got {self.dropout}"),
             (isinstance(self.workers, int) and 0 <= self.workers <= 256, f"workers must be in [0, 256], got {self.workers}"),
+            (self.samples is None or (isinstance(self.samples, int) and 1 <= self.samples <= 10_000_000),
+             f"samples must be in [1, 10000000], got {self.samples}"),
+            (self.samples is None or (self.data is None and self.task != "classification"),
+             "samples sizes the built-in shapes set (detection / segmentation without --data)"),
             (self.threads is None or (isinstance(self.threads, int) and 1 <= self.threads <= 1024),
              f"threads must be in [1, 1024], got {self.threads}"),
             (isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}"),
@@ -140,6 +154,10 @@ class TrainConfig:
             self.preprocessing()
         except MobileNetsError as e:
             raise MobileNetsError(f"resolution {self.resolution} with crop pct {self.eval_crop_pct:g}: {e}") from None
+
+    @property
+    def augments(self) -> tuple[str, ...]:
+        return AUGMENTS if self.task == "classification" else DENSE_AUGMENTS
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,7 +22,6 @@ from torch import nn
 
 from ..checkpoint import CheckpointMeta, atomic_write, save_checkpoint
 from ..errors import MobileNetsError
-from ..preprocess import IMAGENET
 from ..tasks import EvalContext, Task, get_task
 from .config import TrainConfig
 from .distributed import Dist, barrier, gather_objects, init_distributed
@@ -141,7 +140,7 @@ class _Run:
         c, dist = self.config, self.dist
         seed_everything(c.seed + dist.rank)
         self.info = self.task.pretrained()
-        self.pre = c.preprocessing(self.info.preprocessing if self.info else IMAGENET)
+        self.pre = c.preprocessing(self.info.preprocessing if self.info else self.task.default_preprocessing)
         self.data = self.task.build_data(self.pre)
         if len(self.data.train) == 0 or len(self.data.val) == 0:
             raise MobileNetsError(f"{self.data.description}: {len(self.data.train)} training and {len(self.data.val)} "

@@ -32,7 +32,7 @@ from .layout import Architecture, canonical_shapes, infer_architecture, to_model
 from .source import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, open_source, sha256sum, source_name
 from .dense import DenseParsed, build_dense, check_dense_shapes, is_dense_name, parse_dense_state_dict, \
     parse_deeplab_tflite
-from .validate import check_shapes, check_state_dict, check_values
+from .validate import check_shapes, check_state_dict, check_values, load_exact
 
 __all__ = ["WeightsInfo", "LoadReport", "inspect_weights", "load_weights", "model_from_weights", "read_weights",
            "convert_weights",
@@ -351,10 +351,7 @@ def _load_dense(model: nn.Module, read: _Read) -> LoadReport:
     if cfg.name != info.model:
         raise MobileNetsError(f"{info.source}: {info.format} weights of {info.model}, not {cfg.name} (model left "
                               "unchanged)")
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    check_shapes(read.tensors, want, info.source, f"this {cfg.name}")
-    current = model.state_dict()
-    model.load_state_dict({**current, **{k: v.to(current[k].dtype) for k, v in read.tensors.items()}})
+    load_exact(model, read.tensors, info.source, f"this {cfg.name}")
     report = LoadReport(info, loaded=sorted(read.tensors))
     if info.config is not None and info.config != cfg:
         report.messages.append(f"the weights' model options ({info.config.to_dict()}) differ from the model's "

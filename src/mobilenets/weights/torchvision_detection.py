@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import MobileNetsError
 from .layout import BlockTable, model_blocks, rename_blocks
 from .torchvision import V3
+from .validate import load_exact
 
 __all__ = ["ssdlite_table", "detect", "to_ours", "load_torchvision_ssdlite"]
 
@@ -117,15 +118,4 @@ def load_torchvision_ssdlite(model: nn.Module, state: dict[str, torch.Tensor]) -
     if not detect(state):
         raise MobileNetsError("not a torchvision ssdlite320_mobilenet_v3_large state dict "
                               "(no backbone.features.1 / backbone.extra / head.classification_head keys)")
-    theirs = to_ours(state, model)
-    ours = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(ours) - set(theirs))
-    unexpected = sorted(set(theirs) - set(ours))
-    shapes = sorted(f"{k} {tuple(theirs[k].shape)} vs {tuple(ours[k].shape)}" for k in set(ours) & set(theirs)
-                    if theirs[k].shape != ours[k].shape)
-    problems = [f"{what}: {', '.join(items[:6])}" + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
-                for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-                if items]
-    if problems:
-        raise MobileNetsError("torchvision SSDLite weights do not fit the model; " + "; ".join(problems))
-    model.load_state_dict(theirs, strict=False)  # every key checked above; num_batches_tracked stays ours
+    load_exact(model, to_ours(state, model), "torchvision SSDLite weights", "the model")

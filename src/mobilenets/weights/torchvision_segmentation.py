@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import MobileNetsError
 from .layout import BlockTable, model_blocks, rename_blocks
 from .torchvision import V3
+from .validate import load_exact
 
 __all__ = ["LRASPP_TABLE", "detect", "to_ours", "load_torchvision_lraspp"]
 
@@ -85,15 +86,4 @@ def load_torchvision_lraspp(model: nn.Module, state: dict[str, torch.Tensor]) ->
     if not detect(state):
         raise MobileNetsError("not a torchvision lraspp_mobilenet_v3_large state dict "
                               "(no classifier.cbr / classifier.scale / backbone.0 keys)")
-    theirs = to_ours(state, model)
-    ours = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(ours) - set(theirs))
-    unexpected = sorted(set(theirs) - set(ours))
-    shapes = sorted(f"{k} {tuple(theirs[k].shape)} vs {tuple(ours[k].shape)}" for k in set(ours) & set(theirs)
-                    if theirs[k].shape != ours[k].shape)
-    problems = [f"{what}: {', '.join(items[:6])}" + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
-                for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
-                if items]
-    if problems:
-        raise MobileNetsError("torchvision LR-ASPP weights do not fit the model; " + "; ".join(problems))
-    model.load_state_dict(theirs, strict=False)  # every key checked above; num_batches_tracked stays ours
+    load_exact(model, to_ours(state, model), "torchvision LR-ASPP weights", "the model")

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import MobileNetsError, one_line
 
-__all__ = ["check_state_dict", "check_values", "check_shapes", "short_list"]
+__all__ = ["check_state_dict", "check_values", "check_shapes", "short_list", "load_exact"]
 
 
 def short_list(items, n: int = 4) -> str:
@@ -71,3 +71,13 @@ def check_shapes(have: Mapping[str, torch.Tensor], want: Mapping[str, tuple[int,
                  f"{len(unexpected)} unexpected ({short_list(unexpected, 3)})" if unexpected else "",
                  f"{len(wrong)} of another shape (file vs {what}: {short_list(wrong, 2)})" if wrong else ""]
         raise MobileNetsError(f"{label}: tensors do not fit {what}: " + "; ".join(p for p in parts if p))
+
+
+def load_exact(model, tensors: Mapping[str, torch.Tensor], label: str, what: str) -> None:
+    """Load ``tensors`` (our keys) into ``model``, all or nothing: every tensor the model has (bookkeeping
+    counters aside) must be there with its shape, and nothing else, else a :class:`MobileNetsError` listing the
+    missing, unexpected and mis-shaped ones and nothing is loaded."""
+    current = model.state_dict()
+    want = {k: tuple(v.shape) for k, v in current.items() if not _bookkeeping(k)}
+    check_shapes(tensors, want, label, what)
+    model.load_state_dict({**current, **{k: v.to(current[k].dtype) for k, v in tensors.items()}})
