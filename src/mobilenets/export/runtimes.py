@@ -153,23 +153,45 @@ def _executorch(path: Path, num_threads: int) -> Artifact:
     max_batch = int(method.metadata.input_tensor_meta(0).sizes()[0])
     # ExecuTorch's XNNPACK backend sizes its thread pool itself (all cores): pin it for fair comparison
     _set_executorch_threads(num_threads)
-    meta = None
-    if METADATA_METHOD in program.method_names:
-        meta = program.load_method(METADATA_METHOD).execute([])[0]
     return Artifact("executorch", path, None, lambda x: [y.numpy() for y in method.execute([torch.from_numpy(x)])],
                     max_batch=max_batch, num_outputs=int(method.metadata.num_outputs()),
-                    metadata=_parse_metadata(meta, path))
+                    metadata=_executorch_metadata(program, path))
+
+
+_executorch_pool: int | None = None  # the thread count this process sized ExecuTorch's pool to
 
 
 def _set_executorch_threads(num_threads: int) -> None:
+    """Size ExecuTorch's process-wide XNNPACK thread pool, once per process: the reset is "unsafe" (its name)
+    while programs loaded earlier are alive; resizing it under a loaded program hung that program's next
+    call, or corrupted the heap ("malloc(): unaligned tcache chunk detected"). A later request for another
+    size keeps the pool as it is, with a warning."""
+    global _executorch_pool
+    if _executorch_pool is not None:
+        if num_threads != _executorch_pool:
+            import logging
+
+            logging.getLogger("mobilenets").warning(
+                "ExecuTorch's thread pool was sized to %d threads in this process; keeping it (not %d)",
+                _executorch_pool, num_threads)
+        return
     try:
         from executorch.extension.pybindings import portable_lib
 
-        fn = getattr(portable_lib, "_unsafe_reset_threadpool", None)
-        if fn is not None:
-            fn(num_threads)
+        reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+        count = getattr(portable_lib, "_threadpool_get_thread_count", None)
+        if reset is not None and (count is None or count() != num_threads):
+            reset(num_threads)
+        _executorch_pool = num_threads
     except ImportError:  # pragma: no cover - depends on the executorch build
         pass
+
+
+def _executorch_metadata(program, path) -> dict:
+    meta = None
+    if METADATA_METHOD in program.method_names:
+        meta = program.load_method(METADATA_METHOD).execute([])[0]
+    return _parse_metadata(meta, path)
 
 
 def _torchscript(path: Path, num_threads: int) -> Artifact:
@@ -285,4 +307,7 @@ def read_metadata(path: Path | str, format: str) -> dict:
     if format == "tflite":
         require("tflite", "ai_edge_litert")
         return _parse_metadata(_tflite_metadata(path.read_bytes()), path)
+    if format == "executorch":  # the program only: no forward method, no thread-pool change
+        rt = require("executorch", "executorch.runtime")
+        return _executorch_metadata(rt.Runtime.get().load_program(str(path)), path)
     return load_artifact(path, format, num_threads=1).metadata

@@ -10,7 +10,10 @@ Applications .h5 files and TFLite flatbuffers, from a path or a cached URL.
 One module per format holds its key table: ``torchvision.py``, ``timm.py``, ``keras.py``, ``tflite.py``,
 ``ours.py``; ``layout.py`` the shared neutral naming and architecture inference; ``formats.py`` detects a
 file's kind from its full signature, ``validate.py`` holds the checks every file passes, ``source.py`` the
-download cache. Anything wrong with a file or an argument is one :class:`~mobilenets.MobileNetsError`.
+download cache. Detectors and segmenters: ``torchvision_detection.py`` (torchvision's SSDLite),
+``torchvision_segmentation.py`` (its LR-ASPP), ``tflite_deeplab.py`` (TF DeepLab's DeepLabv3-MobileNetV2
+TFLite file) and ``dense.py`` (their routing, and our checkpoints of them). Anything wrong with a file or an
+argument is one :class:`~mobilenets.MobileNetsError`.
 """
 
 from .core import (LoadReport, WeightsInfo, convert_weights, inspect_weights, load_weights, model_from_weights,
