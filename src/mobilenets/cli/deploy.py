@@ -30,6 +30,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
+    from ..export.dense import DEFAULT_CHECK_IMAGES
     from ..export.runtimes import FORMATS
     from ..registry import list_models
 
@@ -41,14 +42,15 @@ def add_commands(sub) -> None:
     p.add_argument("--output", "-o", metavar="PATH", type=output_path("exported file"),
                    help="output file (default: the weights' base name with the format's suffix, in the current "
                         "folder)")
-    p.add_argument("--int8", action="store_true", help="post-training static int8 quantization (onnx, tflite, executorch)")
+    p.add_argument("--int8", action="store_true",
+                   help="post-training static int8 quantization (onnx, tflite, executorch; classifiers only)")
     p.add_argument("--calib", metavar="DIR", help="calibration images: an image folder, or 'digits' (built-in)")
     p.add_argument("--eval", "--data", dest="eval", metavar="DIR",
                    help="classifiers: labelled images (class sub-folders, or 'digits') to report top-1 agreement "
                         "and accuracy on (default: --calib); detectors / segmenters: the dataset root whose val "
                         "images the export is verified on (Pascal VOC, COCO, a mask folder; default: the "
                         "built-in shapes set)")
-    p.add_argument("--check-images", type=int_range(1, 100_000), default=32, metavar="N",
+    p.add_argument("--check-images", type=int_range(1, 100_000), default=DEFAULT_CHECK_IMAGES, metavar="N",
                    help="detectors / segmenters: how many val images (the first N) the verification runs on")
     p.add_argument("--input-size", type=int_range(32, 2048), help="square input side (default: the checkpoint's "
                                                                   "crop size)")

@@ -41,8 +41,8 @@ from .data import ImageSet
 
 __all__ = ["task_of", "output_names", "default_size", "default_preprocessing", "load_val_images",
            "metadata_document", "default_boxes_from", "detect_artifact", "torch_outputs", "OutputDiff",
-           "match_detections", "DetectionAgreement", "pixel_agreement", "check_detections", "DETECTION_OUTPUTS", "SCORE_TOL",
-           "BOX_RTOL", "MIN_PIXEL_AGREEMENT", "DEFAULT_CHECK_IMAGES", "METADATA_FORMAT"]
+           "match_detections", "DetectionAgreement", "pixel_agreement", "check_detections", "DETECTION_OUTPUTS",
+           "SCORE_TOL", "BOX_RTOL", "MIN_PIXEL_AGREEMENT", "DEFAULT_CHECK_IMAGES", "METADATA_FORMAT"]
 
 METADATA_FORMAT = "mobilenets.export/1"
 DETECTION_OUTPUTS = ("cls_logits", "box_regression")
