@@ -21,6 +21,7 @@ BUDGET_S = 600.0
 
 
 def _parse(text: str) -> dict:
+    """``k=v,k=v`` as TrainConfig overrides (values JSON where they parse, else strings)."""
     out = {}
     for item in filter(None, text.split(",")):
         k, _, v = item.partition("=")

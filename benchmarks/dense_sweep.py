@@ -15,16 +15,7 @@ import json
 import time
 from pathlib import Path
 
-
-def _parse(text: str) -> dict:
-    out = {}
-    for item in filter(None, text.split(",")):
-        k, _, v = item.partition("=")
-        try:
-            out[k] = json.loads(v)
-        except ValueError:
-            out[k] = v
-    return out
+from dense_default_runs import _parse  # the k=v,k=v TrainConfig overrides (this folder is on sys.path)
 
 
 def main() -> None:
