@@ -180,3 +180,27 @@ def test_eval_dispatches_on_the_checkpoints_task(trained, task, needles, files, 
     assert rc == 0 and all(n in out for n in needles) and "200 images" in out
     for name in files:
         assert (tmp_path / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_user_data_layouts_train_end_to_end(tmp_path):
+    """Pascal VOC detection and an image / mask folder through train-detection / train-segmentation (the
+    layouts the data layer reads; full augmentation, the default on user data)."""
+    from tests.test_detection_data import write_voc
+    from tests.test_segmentation_data import write_folder
+
+    voc = tmp_path / "voc"
+    write_voc(voc, n=8, split="train")
+    write_voc(voc, n=4, split="val")
+    det = mobilenets.train(TrainConfig(task="detection", data=str(voc), epochs=1, batch_size=4, resolution=96,
+                                       width=0.35, progress=False, output=str(tmp_path / "det")))
+    assert det.history[0]["val_images"] == 4 and TrainConfig.from_dict(
+        json.loads((det.output / "config.json").read_text())).augment == "full"
+    _, meta = read_checkpoint(det.best_checkpoint)
+    assert len(meta.class_names) == 20  # the VOC classes
+
+    folder = tmp_path / "pairs"
+    write_folder(folder, splits=(("train", 8), ("val", 2)))
+    seg = mobilenets.train(TrainConfig(task="segmentation", data=str(folder), epochs=1, batch_size=4,
+                                       resolution=96, width=0.35, progress=False, output=str(tmp_path / "seg")))
+    assert seg.history[0]["val_images"] == 2
