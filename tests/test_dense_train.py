@@ -204,3 +204,20 @@ def test_user_data_layouts_train_end_to_end(tmp_path):
     seg = mobilenets.train(TrainConfig(task="segmentation", data=str(folder), epochs=1, batch_size=4,
                                        resolution=96, width=0.35, progress=False, output=str(tmp_path / "seg")))
     assert seg.history[0]["val_images"] == 2
+
+
+@pytest.mark.slow
+def test_classifier_commands_refuse_dense_checkpoints(trained, tmp_path, capsys):
+    """predict / the classification evaluate API on a detector or segmenter: one line pointing to the right tool."""
+    from PIL import Image
+
+    from mobilenets.cli import main
+
+    img = tmp_path / "x.png"
+    Image.new("RGB", (64, 64)).save(img)
+    for task, command in (("detection", "detect"), ("segmentation", "segment")):
+        rc = main(["predict", "--weights", str(trained[task]), str(img)])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"'mobilenets {command}'" in err and len(err.strip().splitlines()) == 1
+        with pytest.raises(MobileNetsError, match=f"a {task} checkpoint"):
+            mobilenets.evaluate(trained[task])

@@ -46,6 +46,13 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
     png = output_file(confusion_png if confusion_png else Path(weights).parent / "confusion_matrix.png",
                       "confusion matrix")
     model, meta = load_checkpoint(weights)
+    from .weights.dense import task_of
+
+    task = task_of(meta.config.name)
+    if task != "classification":  # mobilenets eval dispatches; the API says where to go
+        where = {"detection": "mobilenets.detection.evaluate.evaluate_detector",
+                 "segmentation": "mobilenets.segmentation.evaluate.evaluate_segmenter"}[task]
+        raise MobileNetsError(f"{weights}: a {task} checkpoint ({meta.config.name}): evaluate it with {where}")
     classes = meta.class_names or [str(i) for i in range(meta.config.num_classes)]
     if len(classes) != meta.config.num_classes:
         raise MobileNetsError(f"{weights}: {len(classes)} class names for {meta.config.num_classes} outputs")

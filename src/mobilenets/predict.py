@@ -29,6 +29,12 @@ def load_image(path: str | os.PathLike):
     return open_image(path)
 
 
+def _task(name: str) -> str:
+    from .weights.dense import task_of
+
+    return task_of(name)
+
+
 @torch.no_grad()
 def predict(weights: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike, *, top: int = 5,
             name: str | None = None, width: float | None = None, tf: bool | None = None,
@@ -47,6 +53,11 @@ def predict(weights: str | os.PathLike, images: Sequence[str | os.PathLike] | st
     model, report = model_from_weights(weights, name=name, width=width, tf=tf, keep_background=keep_background,
                                        refresh=refresh)
     model.eval()
+    task = getattr(model, "config", None) and _task(model.config.name)
+    if task != "classification":
+        command = {"detection": "detect", "segmentation": "segment"}.get(task, "eval")
+        raise MobileNetsError(f"{weights}: a {task} model ({model.config.name}), not a classifier: use "
+                              f"'mobilenets {command}'")
     n = model.config.num_classes
     if n == 0:
         raise MobileNetsError(f"{weights}: these weights have no classifier; nothing to predict")
