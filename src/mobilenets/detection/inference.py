@@ -191,7 +191,9 @@ def load_detector(weights):
 
     model, meta = load_checkpoint(weights)
     if not isinstance(model, SSDLite):
-        task = meta.extra.get("task", "classification") if isinstance(meta.extra, dict) else "classification"
+        from ..weights.dense import task_of
+
+        task = task_of(meta.config.name)  # the registry says, not a note a checkpoint may lack
         raise MobileNetsError(f"{weights}: a {task} checkpoint ({meta.config.name}), not a detector")
     try:
         names = _foreground_names(meta.class_names, model.config.num_classes)

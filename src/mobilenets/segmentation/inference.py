@@ -181,7 +181,9 @@ def load_segmenter(weights):
 
     model, meta = load_checkpoint(weights)
     if not isinstance(model, (LRASPP, DeepLabV3)):
-        task = meta.extra.get("task", "classification") if isinstance(meta.extra, dict) else "classification"
+        from ..weights.dense import task_of
+
+        task = task_of(meta.config.name)  # the registry says, not a note a checkpoint may lack
         raise MobileNetsError(f"{weights}: a {task} checkpoint ({meta.config.name}), not a segmentation model")
     try:
         names = _class_names(meta.class_names, model.config.num_classes)
