@@ -29,12 +29,14 @@ class EvalResult:
 
 
 def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size: int = 64, workers: int = 0,
-             device: str = "cpu", confusion_png: Path | str | None = None, strict: bool = False) -> EvalResult:
+             device: str = "cpu", confusion_png: Path | str | None = None, strict: bool = False,
+             inference=None) -> EvalResult:
     """Evaluate a mobilenets checkpoint on ``data`` (``DIR/val/<class>/*`` or ``DIR/<class>/*``, classes named
     as the checkpoint's) or, when ``data`` is None, on the built-in digits' validation split. Images are
     prepared with the checkpoint's own preprocessing. Writes a confusion-matrix PNG to ``confusion_png``
     (default: ``confusion_matrix.png`` next to the checkpoint). ``device``: ``cpu``, ``cuda``, ``auto``...
-    (a device this machine lacks is a one-line error)."""
+    (a device this machine lacks is a one-line error). ``inference``: an :class:`~mobilenets.fast.InferenceOptions`
+    (BN folded, bf16/fp16, channels_last, torch.compile, CUDA graphs); None runs the eager model."""
     from torch.utils.data import DataLoader
 
     from .device import resolve_device
@@ -72,6 +74,10 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
         raise MobileNetsError(f"{data}: no images to evaluate")
 
     model.to(dev).eval()
+    if inference is not None:
+        from .fast import prepare_for_inference
+
+        model = prepare_for_inference(model, dev, inference)
     n_cls = len(classes)
     k = min(5, n_cls)
     confusion = np.zeros((n_cls, n_cls), dtype=np.int64)

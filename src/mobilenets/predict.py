@@ -38,17 +38,24 @@ def _task(name: str) -> str:
 @torch.no_grad()
 def predict(weights: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike, *, top: int = 5,
             name: str | None = None, width: float | None = None, tf: bool | None = None,
-            keep_background: bool = False, refresh: bool = False) -> list[Prediction]:
+            keep_background: bool = False, refresh: bool = False, device: str = "cpu",
+            inference=None) -> list[Prediction]:
     """Top-``top`` classes of each image under ``weights`` (path or URL, any supported format), using the
     preprocessing stored with (our checkpoints) or implied by (the format) the weights, and their class
     names (ImageNet for 1000/1001-class files; "class i" where a file names none). ``images``: image paths
-    (or one path)."""
+    (or one path). ``device``: cpu, cuda, auto...; ``inference``: an :class:`~mobilenets.fast.InferenceOptions`
+    (None: the eager model)."""
     from .weights import model_from_weights
 
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     if not isinstance(top, int) or isinstance(top, bool) or top < 1:
         raise MobileNetsError(f"top must be an integer >= 1, got {top!r}")
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    if inference is not None:
+        inference.check_device(dev)
     pil = [load_image(p) for p in images]  # check every image before the (slower) model load
     model, report = model_from_weights(weights, name=name, width=width, tf=tf, keep_background=keep_background,
                                        refresh=refresh)
@@ -66,9 +73,14 @@ def predict(weights: str | os.PathLike, images: Sequence[str | os.PathLike] | st
                               "images (3 channels)")
     names = report.info.names_for(n, keep_background=keep_background) or [f"class {i}" for i in range(n)]
     transform = report.info.preprocessing.transform()
+    run = model.to(dev)
+    if inference is not None:
+        from .fast import prepare_for_inference
+
+        run = prepare_for_inference(model, dev, inference)
     out = []
     for path, img in zip(images, pil):
-        probs = model(transform(img)[None]).softmax(1)[0]
+        probs = run(transform(img)[None].to(dev)).float().softmax(1)[0].cpu()
         values, indices = probs.topk(min(top, n))
         out.append(Prediction(str(path), [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]))
     return out

@@ -23,8 +23,15 @@ def _eval(args: argparse.Namespace) -> int:
     from ..weights import inspect_weights
     from ..weights.dense import task_of
 
+    from ..errors import MobileNetsError
+    from .inference import inference_options
+
     task = task_of(inspect_weights(args.weights).model)
     common = dict(data=args.data, device=args.device, workers=args.workers, strict=args.strict)
+    inference = inference_options(args)
+    if inference is not None and task != "classification":
+        raise MobileNetsError(f"--precision / --channels-last / --no-fold-bn / --compile / --cuda-graphs apply to "
+                              f"classifiers; {args.weights} is a {task} checkpoint")
     if task == "detection":
         from ..detection.evaluate import evaluate_detector
         from .detection import format_detection_eval
@@ -41,7 +48,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     from ..evaluate import evaluate
 
-    r = evaluate(args.weights, batch_size=args.batch_size, confusion_png=args.confusion_png, **common)
+    r = evaluate(args.weights, batch_size=args.batch_size, confusion_png=args.confusion_png, inference=inference,
+                 **common)
     print(format_table(["class", "images", "top-1 %"],
                        [[c, int(r.confusion[i].sum()), f"{r.per_class[c]:.2f}"]
                         for i, c in enumerate(r.class_names) if c in r.per_class]))
@@ -155,4 +163,7 @@ def add_commands(sub) -> None:
     p.add_argument("--output-dir", metavar="DIR", help="detectors / segmenters: where the metrics JSON and PNGs go "
                                                        "(default: next to the checkpoint)")
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error, not a skip")
+    from .inference import add_inference_args
+
+    add_inference_args(p)
     p.set_defaults(handler=_eval)

@@ -29,9 +29,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from ..predict import predict
+    from .inference import inference_options
 
     results = predict(args.weights, args.images, top=args.top, name=args.model, width=args.width, tf=args.tf,
-                      keep_background=args.keep_background, refresh=args.refresh)
+                      keep_background=args.keep_background, refresh=args.refresh, device=args.device,
+                      inference=inference_options(args))
     for r in results:
         print(one_line(r.image))
         for label, p in r.top:
@@ -62,4 +64,8 @@ def add_commands(sub) -> None:
     add_refresh(p)
     p.add_argument("--top", type=int_range(1, 100_000), default=5, help="how many classes to print per image")
     p.add_argument("--keep-background", action="store_true", help="keep TF's 1001st (background) class")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default cpu)")
+    from .inference import add_inference_args
+
+    add_inference_args(p)
     p.set_defaults(handler=_predict)
