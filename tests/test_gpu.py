@@ -196,3 +196,166 @@ def test_cli_inference_flags():
     assert inference_options(p.parse_args([])) is None
     opts = inference_options(p.parse_args(["--precision", "bf16", "--channels-last", "--cuda-graphs"]))
     assert opts == InferenceOptions(precision="bf16", channels_last=True, cuda_graphs=True)
+
+
+# ------------------------------------------------------------------------------------- device-side input pipeline
+def _jpeg_folder(root, n=8, classes=("a", "b")):
+    """An ImageFolder of JPEGs of differing sizes (digits pasted on noise), train/ and val/."""
+    import numpy as np
+    from PIL import Image
+
+    from mobilenets.digits import DigitsDataset
+
+    src = DigitsDataset("train", image_size=40)
+    rng = np.random.default_rng(0)
+    k = 0
+    for part in ("train", "val"):
+        for c in classes:
+            d = root / part / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = int(rng.integers(40, 72)), int(rng.integers(40, 72))
+                canvas = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+                canvas.paste(src.image(k), (int(rng.integers(0, w - 39)), int(rng.integers(0, h - 39))))
+                canvas.save(d / f"{k}.jpg", quality=90)
+                k += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory):
+    return _jpeg_folder(tmp_path_factory.mktemp("jpegs"))
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory):
+    from .test_train import make_folder
+
+    return make_folder(tmp_path_factory.mktemp("pngs"), n_train=8, n_val=4)
+
+
+def _batches(root, decode_on, **kw):
+    """The first train and val batches a run's loaders give (as the loop builds them)."""
+    from mobilenets.device import resolve_device
+    from mobilenets.training.loop import _Run
+
+    from .test_train import tiny
+
+    config = tiny(root, root / "out", decode_on=decode_on, **kw)
+    run = _Run(config, root / "out", None, resolve_device("cpu"), mobilenets.training.loop.Dist(), None)
+    torch.manual_seed(0)
+    run._prepare()
+    torch.manual_seed(1)
+    x, y = next(iter(run.train_loader))
+    v, w = next(iter(run.val_loader))
+    return (x, y), (v, w)
+
+
+@pytest.mark.parametrize("kind", ["pngs", "jpegs"])
+def test_device_pipeline_gives_the_cpu_pipelines_batches(kind, request):
+    """The same transforms in the same order with the same random draws: on PNGs (both decoders exact) the
+    batches are identical; JPEG decoders (PIL's and torchvision's libjpeg-turbo) may differ by a rounding."""
+    root = request.getfixturevalue(kind)
+    kw = dict(hflip=0.5, augment="trivialaugment", resolution=32, crop_pct=0.875)
+    (x_cpu, y_cpu), (v_cpu, w_cpu) = _batches(root, "cpu", **kw)
+    (x_dev, y_dev), (v_dev, w_dev) = _batches(root, "device", **kw)
+    assert y_cpu.equal(y_dev) and w_cpu.equal(w_dev)
+    assert x_dev.dtype == v_dev.dtype == torch.float32 and x_dev.shape == x_cpu.shape and v_dev.shape == v_cpu.shape
+    if kind == "pngs":
+        assert x_dev.equal(x_cpu) and v_dev.equal(v_cpu)
+    else:
+        step = 1 / 255 / 0.224  # one uint8 level after normalisation (the smallest std)
+        assert (x_dev - x_cpu).abs().max() <= 1.01 * step and (v_dev - v_cpu).abs().max() <= 1.01 * step
+
+
+def test_device_decoding_trains_as_the_cpu_pipeline(pngs, tmp_path):
+    """A whole run (2 epochs, EMA, eval) with decode_on=device on a CPU is the decode_on=cpu run, number for
+    number (one process, workers=0: the random draws come in the same order)."""
+    from .test_train import _comparable, tiny
+
+    runs = [mobilenets.train(tiny(pngs, tmp_path / mode, decode_on=mode, hflip=0.5)) for mode in ("cpu", "device")]
+    assert _comparable(runs[0].history) == _comparable(runs[1].history)
+
+
+def test_unreadable_images_on_the_device_path(jpegs, tmp_path, caplog):
+    """A JPEG cut short passes the up-front check (PIL reads headers) and fails when decoded: skipped with a
+    warning naming it, or with --strict one line naming it."""
+    import shutil
+
+    from mobilenets.gpu_data import decode_images
+
+    from .test_train import tiny
+
+    root = tmp_path / "data"
+    shutil.copytree(jpegs, root)
+    bad = sorted((root / "train" / "a").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) * 3 // 5])  # header intact, scan data cut
+    good = sorted((root / "train" / "a").iterdir())[1]
+    data = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in (bad, good)]
+    out = decode_images(data, torch.device("cpu"), [str(bad), str(good)])
+    assert out[0] is None and out[1].dtype == torch.uint8 and out[1].shape[0] == 3
+    assert f"skipping unreadable image {bad}" in caplog.text
+    with pytest.raises(MobileNetsError, match=f"{bad}: unreadable image"):
+        decode_images(data, torch.device("cpu"), [str(bad), str(good)], strict=True)
+    with pytest.raises(MobileNetsError, match=f"{bad}: unreadable image"):
+        mobilenets.train(tiny(root, tmp_path / "strict", decode_on="device", strict=True, epochs=1, batch_size=16))
+    result = mobilenets.train(tiny(root, tmp_path / "lenient", decode_on="device", epochs=1, batch_size=16))
+    assert result.history[0]["train_loss"] > 0
+
+
+def test_decode_on_auto_and_checks(jpegs, pngs, monkeypatch):
+    from mobilenets.data import load_image_folders
+    from mobilenets.gpu_data import resolve_decode
+
+    jpeg_samples, png_samples = load_image_folders(jpegs).train, load_image_folders(pngs).train
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert resolve_decode("auto", task="classification", data="x", device=cuda, samples=jpeg_samples) == "device"
+    assert resolve_decode("auto", task="classification", data="x", device=cuda, samples=png_samples) == "cpu"
+    assert resolve_decode("auto", task="classification", data="x", device=cpu, samples=jpeg_samples) == "cpu"
+    assert resolve_decode("auto", task="classification", data=None, device=cuda, samples=None) == "cpu"
+    assert resolve_decode("device", task="classification", data="x", device=cpu, samples=png_samples) == "device"
+    assert resolve_decode("auto", task="detection", data=None, device=cuda) == "cpu"
+    with pytest.raises(MobileNetsError, match="decode on device is for classification"):
+        mobilenets.TrainConfig(task="segmentation", decode_on="device")
+    with pytest.raises(MobileNetsError, match="decode on must be one of auto, cpu, device"):
+        mobilenets.TrainConfig(decode_on="gpu")
+
+
+def test_digits_on_the_device_path(tmp_path):
+    """The built-in digits (in memory, already decoded) take the same device-side transforms."""
+    (x_cpu, _), (v_cpu, _) = _digits_batches("cpu", tmp_path)
+    (x_dev, _), (v_dev, _) = _digits_batches("device", tmp_path)
+    assert x_dev.equal(x_cpu) and v_dev.equal(v_cpu)
+
+
+def _digits_batches(mode, tmp_path):
+    from mobilenets.device import resolve_device
+    from mobilenets.training.loop import Dist, _Run
+
+    config = mobilenets.TrainConfig(width=0.35, resolution=32, decode_on=mode, progress=False)
+    run = _Run(config, tmp_path / "unused", None, resolve_device("cpu"), Dist(), None)
+    torch.manual_seed(0)
+    run._prepare()
+    torch.manual_seed(1)
+    return next(iter(run.train_loader)), next(iter(run.val_loader))
+
+
+def test_train_compile_flag_compiles_the_step(pngs, tmp_path, monkeypatch):
+    """--compile hands the training model to torch.compile (Inductor needs minutes on a 2-core CPU for a
+    training graph: the real compile runs in the GPU check, benchmarks/gpu.py); checkpoints keep plain keys."""
+    from mobilenets.checkpoint import read_checkpoint
+    from mobilenets.training import loop
+
+    from .test_train import tiny
+
+    compiled = []
+
+    def fake_compile(module, **kw):
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(loop.torch, "compile", fake_compile)
+    result = mobilenets.train(tiny(pngs, tmp_path / "c", compile=True, epochs=1))
+    assert len(compiled) == 1 and isinstance(compiled[0], mobilenets.MobileNet)
+    tensors, _ = read_checkpoint(result.best_checkpoint)
+    assert not any(k.startswith("_orig_mod") for k in tensors)

@@ -79,6 +79,7 @@ _TRAIN_HELP = {
 
 def _add_train_parser(sub, task: str) -> None:
     from ..registry import list_models
+    from ..gpu_data import DECODE_MODES
     from ..training import AMP_MODES, AUGMENTS, DENSE_AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig(task=task)
@@ -134,6 +135,12 @@ def _add_train_parser(sub, task: str) -> None:
     p.add_argument("--threads", type=int_range(1, 1024), default=d.threads,
                    help="torch threads (default: torch's; 1 for the built-in digits, fastest there)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
+    if task == "classification":
+        p.add_argument("--decode-on", choices=DECODE_MODES, default=d.decode_on,
+                       help="where images are decoded, cropped, augmented and normalised: cpu (DataLoader workers) "
+                            "or device (JPEGs decoded in batches on the GPU); auto: device on a GPU with a folder "
+                            "of JPEGs")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training (slow start)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun (GPU)")
     p.add_argument("--weights", metavar="FILE",
                    help="fine-tune from these weights (new classifier)" if task == "classification" else

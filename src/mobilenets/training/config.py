@@ -11,10 +11,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import MobileNetsError
+from ..gpu_data import DECODE_MODES
 from ..preprocess import IMAGENET, Preprocessing
 
 __all__ = ["TrainConfig", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS", "DENSE_AUGMENTS", "SCHEDULES",
-           "HEADS"]
+           "HEADS", "DECODE_MODES"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
@@ -83,6 +84,10 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes per rank
     threads: int | None = None  # torch intra-op threads; None: torch's default, but 1 for digits (see below)
     device: str = "auto"  # auto: cuda:<local rank> if available, else cpu
+    decode_on: str = "auto"  # classification: cpu (PIL in the workers) | device (mobilenets.gpu_data: JPEGs decoded,
+    #                          cropped, augmented, normalised on the training device) | auto (device on a GPU with a
+    #                          folder of mostly JPEGs, else cpu)
+    compile: bool = False  # torch.compile the training step's model
     sync_bn: bool = False  # SyncBatchNorm under torchrun (GPU)
     weights: str | None = None  # classification: fine-tune from these weights (new classifier); detection /
     #                             segmentation: initialise the backbone from classification weights
@@ -147,6 +152,11 @@ class TrainConfig:
              "samples sizes the built-in shapes set (detection / segmentation without --data)"),
             (self.threads is None or (isinstance(self.threads, int) and 1 <= self.threads <= 1024),
              f"threads must be in [1, 1024], got {self.threads}"),
+            (self.decode_on in DECODE_MODES, f"decode on must be one of {', '.join(DECODE_MODES)}, got "
+                                             f"{self.decode_on!r}"),
+            (self.decode_on != "device" or self.task == "classification",
+             f"decode on device is for classification; {self.task} decodes on the CPU"),
+            (isinstance(self.compile, bool), f"compile must be True or False, got {self.compile!r}"),
             (isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}"),
             (len(self.crop_scale) == 2 and finite(*self.crop_scale) and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
              f"crop scale must be 0 < min <= max <= 1, got {self.crop_scale}"),

@@ -170,6 +170,8 @@ class _Run:
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if c.compile:
+            net = torch.compile(net)
         self.net = net
         self.optimizer = make_optimizer(c, model)
         self.scheduler = make_schedule(c, self.optimizer, len(self.train_loader))
@@ -190,13 +192,20 @@ class _Run:
                                               seed=c.seed, drop_last=True)
         else:
             self.sampler = RandomSampler(self.data.train, generator=self.loader_gen)
-        self.train_loader = DataLoader(self.data.train, batch_size=per_rank, sampler=self.sampler, drop_last=True,
-                                       num_workers=c.workers, generator=self.loader_gen,
-                                       pin_memory=self.device.type == "cuda", collate_fn=self.data.collate)
+        from ..gpu_data import device_feed
+
+        feed = device_feed(c, self.pre, self.data, self.device)  # None: decoded and prepared by the workers
+        train, val, collate = (feed.train, feed.val, feed.collate) if feed else (
+            self.data.train, self.data.val, self.data.collate)
+        more = feed.loader_options(c.workers) if feed else {"pin_memory": self.device.type == "cuda"}
+        self.train_loader = DataLoader(train, batch_size=per_rank, sampler=self.sampler, drop_last=True,
+                                       num_workers=c.workers, generator=self.loader_gen, collate_fn=collate, **more)
         val_idx = list(range(dist.rank, len(self.data.val), dist.world))  # a shard per rank, no padding duplicates
-        self.val_loader = DataLoader(Subset(self.data.val, val_idx), batch_size=max(per_rank, 16 if
+        self.val_loader = DataLoader(Subset(val, val_idx), batch_size=max(per_rank, 16 if
                                      c.task != "classification" else 64), num_workers=c.workers,
-                                     collate_fn=self.data.collate)
+                                     collate_fn=collate)
+        if feed:
+            self.train_loader, self.val_loader = feed.wrap(self.train_loader, True), feed.wrap(self.val_loader, False)
 
     def _restore(self) -> None:
         s = self.state
