@@ -359,3 +359,47 @@ def test_train_compile_flag_compiles_the_step(pngs, tmp_path, monkeypatch):
     assert len(compiled) == 1 and isinstance(compiled[0], mobilenets.MobileNet)
     tensors, _ = read_checkpoint(result.best_checkpoint)
     assert not any(k.startswith("_orig_mod") for k in tensors)
+
+
+# ------------------------------------------------------------------------------------------------ benchmarks
+def test_gpu_bench_rows_on_the_cpu(tmp_path):
+    """`mobilenets bench --device cuda`'s code on the CPU at toy size: every row timed, peers included, ratios and
+    JSON written; the CUDA-graph rows are left out with a note (they are GPU only)."""
+    import json
+
+    from mobilenets.export.bench import BenchConfig
+    from mobilenets.export.gpu_bench import run_gpu_benchmark
+
+    cfg = BenchConfig(models=("mobilenet_v3_small",), resolution=32, batch=2, quick=True, out_dir=str(tmp_path))
+    result = run_gpu_benchmark(cfg, device="cpu", log=lambda *a: None)
+    paths = [r["path"] for r in result["rows"]]
+    assert paths == ["tv eager fp32", "tv eager bf16", "timm eager bf16", "ours eager fp32", "ours eager bf16",
+                     "ours fast bf16"]
+    assert all(r["latency_ms"] > 0 and r["throughput"] > 0 for r in result["rows"])
+    assert "no CUDA graphs on cpu" in result["rows"][-1]["note"]
+    assert json.loads((tmp_path / "bench_cpu.json").read_text())["ratios"][0]["model"] == "mobilenet_v3_small"
+    assert {"throughput ours best / tv eager bf16", "batch-1 timm eager bf16 / ours best"} <= set(result["ratios"][0])
+
+
+def test_bench_device_cuda_without_gpu_is_one_line(capsys):
+    from mobilenets.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "--device", "cuda", "--model", "mobilenet_v3_small", "--quick"]) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_compile_failure_is_one_line(monkeypatch):
+    def broken_compile(module, **kw):
+        def run(x):
+            raise RuntimeError("InductorError: C++ compile error\n  long traceback")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = mobilenets.create_model("mobilenet_v3_small", width=0.35, num_classes=3)
+    fast = prepare_for_inference(model, "cpu", InferenceOptions(compile=True))
+    with pytest.raises(MobileNetsError, match=r"^torch.compile failed \(RuntimeError: InductorError: C\+\+ compile "
+                                              r"error.*long traceback\); run without --compile$") as e:
+        fast(torch.randn(1, 3, 32, 32))
+    assert "\n" not in str(e.value)

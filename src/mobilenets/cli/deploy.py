@@ -20,11 +20,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ..export.bench import BenchConfig, run_benchmark
+    from ..export.bench import DENSE_MODELS, BenchConfig, run_benchmark
 
+    gpu = args.device != "cpu"
+    models = args.model or ([m for m in BenchConfig.models if m not in DENSE_MODELS] if gpu else BenchConfig.models)
     run_benchmark(BenchConfig(
-        models=tuple(args.model or BenchConfig.models), resolution=args.resolution, threads=args.threads,
-        quick=args.quick, out_dir=args.out_dir, skip=tuple(args.skip or ()),
+        models=tuple(models), resolution=args.resolution, threads=args.threads,
+        quick=args.quick, out_dir=args.out_dir, skip=tuple(args.skip or ()), device=args.device,
+        batch=args.batch or (256 if gpu else BenchConfig.batch),
     ))
     return 0
 
@@ -72,4 +75,9 @@ def add_commands(sub) -> None:
     p.add_argument("--skip", action="append", metavar="RUNTIME",
                    help="leave out a runtime: onnx, tflite, executorch, int8, compile (repeatable)")
     p.add_argument("--out-dir", default="benchmarks/results", help="where the JSON and PNG go")
+    p.add_argument("--device", default="cpu",
+                   help="cpu: the export runtimes above; cuda (or cuda:N): PyTorch inference paths on the GPU (BN "
+                        "folded, bf16, channels_last, CUDA graphs, torch.compile) vs torchvision's and timm's "
+                        "models, batch-1 latency and large-batch throughput, bench_cuda.json")
+    p.add_argument("--batch", type=int_range(1, 65_536), help="throughput batch (default 32 on cpu, 256 on cuda)")
     p.set_defaults(handler=_bench)

@@ -77,6 +77,7 @@ class BenchConfig:
     out_dir: str = "benchmarks/results"
     skip: tuple[str, ...] = ()  # any of RUNTIMES
     calib_images: int = 64  # digits images calibrating the int8 files (speed only; see the module doc)
+    device: str = "cpu"  # cpu: this module's runtimes; cuda...: the GPU inference paths (gpu_bench.py)
 
 
 @dataclass
@@ -437,6 +438,10 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
     ``cfg.out_dir``; returns the JSON content."""
     import platform
 
+    if cfg.device != "cpu":  # a GPU: PyTorch's inference paths vs torchvision's and timm's (gpu_bench.py)
+        from .gpu_bench import run_gpu_benchmark
+
+        return run_gpu_benchmark(cfg, log=log)
     torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)  # see the module doc; onnxruntime sessions do the same (runtimes.py)
     unknown = [m for m in cfg.models if m not in DENSE_MODELS and _task(m) != "classification"]
