@@ -403,3 +403,32 @@ def test_compile_failure_is_one_line(monkeypatch):
                                               r"error.*long traceback\); run without --compile$") as e:
         fast(torch.randn(1, 3, 32, 32))
     assert "\n" not in str(e.value)
+
+
+def test_prefetch_thread_gives_the_same_batches(pngs):
+    """The background-thread prefetcher (on by default on GPUs) yields the batches the plain loop does, in order
+    (the val pipeline: no random draws), and passes a decoding error on to the consumer."""
+    from torch.utils.data import DataLoader
+
+    from mobilenets.data import ImageFiles, load_image_folders
+    from mobilenets.gpu_data import DeviceBatches, DevicePipeline, EncodedImages, _collate
+    from mobilenets.preprocess import Preprocessing
+
+    splits = load_image_folders(pngs)
+    ds = EncodedImages(ImageFiles(splits.train, splits.classes))
+    loader = DataLoader(ds, batch_size=4, collate_fn=_collate)
+    pipe = DevicePipeline.eval(Preprocessing(32, 36))
+    plain = list(DeviceBatches(loader, ds, pipe, torch.device("cpu"), prefetch=False))
+    threaded = list(DeviceBatches(loader, ds, pipe, torch.device("cpu"), prefetch=True, depth=1))
+    assert len(plain) == len(threaded) == len(loader)
+    for (a, y), (b, z) in zip(plain, threaded):
+        assert a.equal(b) and y.equal(z)
+    it = iter(DeviceBatches(loader, ds, pipe, torch.device("cpu"), prefetch=True))
+    next(it)
+    it.close()  # a consumer that stops early stops the thread (no hang)
+
+    broken = ImageFiles([(str(pngs / "missing.png"), 0)] + splits.train[1:], splits.classes)
+    bad = EncodedImages(broken)
+    with pytest.raises(MobileNetsError, match="missing.png: unreadable image"):
+        list(DeviceBatches(DataLoader(bad, batch_size=4, collate_fn=_collate), bad, pipe, torch.device("cpu"),
+                           prefetch=True))

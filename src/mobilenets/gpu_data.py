@@ -204,28 +204,95 @@ class DevicePipeline:
 
 class DeviceBatches:
     """A DataLoader over :class:`EncodedImages`, yielding ``(float images, targets)`` on ``device``: decoded,
-    transformed and normalised there. Unreadable images are left out of their batch (counted in
-    ``skipped``)."""
+    transformed and normalised there. Unreadable images are left out of their batch (counted in ``skipped``).
+
+    ``prefetch`` (default: on a CUDA device) prepares the next batches in a background thread on its own CUDA
+    stream while the training step runs: the training loop waits for the GPU every step (``loss.item()``), and
+    the GIL is free while it waits, so decoding and augmenting batch k+1 overlaps the step of batch k. The
+    thread's random draws (crops, flips) then interleave with the loop's (dropout) in no fixed order: a run is
+    not bit-reproducible (on a GPU it is not anyway); without the thread it is."""
 
     def __init__(self, loader, dataset: EncodedImages, pipeline: DevicePipeline, device: torch.device, *,
-                 strict: bool = False) -> None:
+                 strict: bool = False, prefetch: bool | None = None, depth: int = 2) -> None:
         self.loader, self.dataset, self.pipeline, self.device, self.strict = loader, dataset, pipeline, device, strict
+        self.prefetch = device.type == "cuda" if prefetch is None else prefetch
+        self.depth = depth
         self.skipped = 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def _prepare(self, images, targets, index):
+        decoded = decode_images(images, self.device, [self.dataset.name(i) for i in index.tolist()],
+                                strict=self.strict)
+        keep = [i for i, img in enumerate(decoded) if img is not None]
+        if len(keep) < len(decoded):
+            self.skipped += len(decoded) - len(keep)
+            targets = targets[keep]
+        if not keep:
+            return None
+        return self.pipeline([decoded[i] for i in keep]), targets.to(self.device, non_blocking=True)
+
     def __iter__(self):
-        for images, targets, index in self.loader:
-            decoded = decode_images(images, self.device, [self.dataset.name(i) for i in index.tolist()],
-                                    strict=self.strict)
-            keep = [i for i, img in enumerate(decoded) if img is not None]
-            if len(keep) < len(decoded):
-                self.skipped += len(decoded) - len(keep)
-                targets = targets[keep]
-            if not keep:
-                continue
-            yield self.pipeline([decoded[i] for i in keep]), targets.to(self.device, non_blocking=True)
+        if not self.prefetch:
+            for batch in self.loader:
+                prepared = self._prepare(*batch)
+                if prepared is not None:
+                    yield prepared
+            return
+        yield from self._prefetched()
+
+    def _prefetched(self):
+        import queue
+        import threading
+
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        q: queue.Queue = queue.Queue(self.depth)
+        stop = threading.Event()
+        done = object()
+
+        def work():
+            try:
+                ctx = torch.cuda.stream(stream) if cuda else contextlib.nullcontext()
+                with ctx:
+                    for batch in self.loader:
+                        if stop.is_set():
+                            return
+                        prepared = self._prepare(*batch)
+                        if prepared is None:
+                            continue
+                        event = None
+                        if cuda:
+                            event = torch.cuda.Event()
+                            event.record(stream)
+                        q.put((prepared, event))
+                q.put((done, None))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+                q.put((e, None))
+
+        thread = threading.Thread(target=work, daemon=True, name="mobilenets-prefetch")
+        thread.start()
+        try:
+            while True:
+                item, event = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if event is not None:  # the step's stream waits for the batch; the allocator learns who uses it
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_event(event)
+                    for t in item:
+                        t.record_stream(current)
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(0.01)
 
 
 @dataclass
