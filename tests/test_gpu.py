@@ -432,3 +432,30 @@ def test_prefetch_thread_gives_the_same_batches(pngs):
     with pytest.raises(MobileNetsError, match="missing.png: unreadable image"):
         list(DeviceBatches(DataLoader(bad, batch_size=4, collate_fn=_collate), bad, pipe, torch.device("cpu"),
                            prefetch=True))
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
+    """benchmarks/gpu.py, the one script a GPU session runs, at toy sizes on the CPU (~25 s): every step ends
+    without an error and writes its part of the JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--device", "cpu", "--tiny",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = json.loads((tmp_path / "gpu_tiny.json").read_text())["steps"]
+    assert list(steps) == ["env", "jpegs", "checks", "model_alone", "pipeline_device", "pipeline_cpu", "inference",
+                           "tests", "train_compile"]
+    assert not [name for name, s in steps.items() if "error" in s]
+    checks = steps["checks"]
+    assert checks["prefetch_equals_plain"] and checks["eval_pipeline_vs_cpu_max_abs_uint8_levels"] == 0
+    assert checks["inference_rel_l2_vs_eager_fp32_cpu"]["fp32 folded"] < 1e-4
+    assert steps["pipeline_device"]["images_per_s"] > 0 and steps["pipeline_cpu"]["images_per_s"] > 0
+    assert {r["path"] for r in steps["inference"]["rows"]} >= {"tv eager bf16", "timm eager bf16", "ours fast bf16"}
+    assert "skipped" in steps["tests"] and "skipped" in steps["train_compile"]

@@ -1,0 +1,338 @@
+"""Issue 14's GPU checks and measurements in one run: about 8 minutes on one H100, no network, writes JSON.
+
+    PYTHONPATH=src python benchmarks/gpu.py                       # on a GPU machine -> $OUT/gpu.json (or
+                                                                  #   benchmarks/results/gpu.json without $OUT)
+    PYTHONPATH=src python benchmarks/gpu.py --device cpu --tiny   # the same steps at toy sizes on a CPU (the test
+                                                                  #   suite runs this; its figures mean nothing)
+
+Steps, in order of importance (each one's result, or its error in one line, is written to the JSON as soon as it
+ends; a step that would not fit in what is left of ``--budget-s`` is skipped and says so):
+
+1. ``env``: GPU, CUDA, torch / torchvision / timm versions, CPU count.
+2. ``jpegs``: an ImageFolder of JPEGs this script generates (10 classes, 12,800 train + 512 val images of
+   256-512 px per side, smooth colour fields with fine noise, quality 90: ~30-60 KB files, ImageNet-like sizes).
+3. ``checks``: what the test suite cannot see without a GPU: nvJPEG decoding vs the CPU decoder, the device
+   eval pipeline vs the CPU one, the prefetch thread's batches vs the plain loop's, BN-folded fp32 / bf16 /
+   CUDA-graph inference vs eager, and torchrun with one process more than there are GPUs (one-line error).
+4. ``model_alone``: V3-Large at 224, batch 256, bf16 autocast, channels_last: the training loop's step (AdamW,
+   label smoothing, EMA, its per-step ``loss.item()``) on one batch kept on the GPU, images/s; and the same
+   without the per-step host syncs.
+5. ``pipeline_device`` / ``pipeline_cpu``: ``mobilenets.train`` on the JPEG folder (2 epochs, workers = CPU count)
+   with ``decode_on="device"`` and ``"cpu"``; images/s of epoch 2 and its ratio to the model-alone rate
+   (issue 14's target: >= 0.8).
+6. ``inference``: ``mobilenets bench --device cuda`` for V3-Large at 224: batch-1 latency (target with CUDA graphs
+   <= 1.0 ms) and batch-256 throughput vs torchvision's and timm's eager bf16 (target >= 1.3x torchvision's).
+7. ``tests``: ``pytest tests/test_gpu.py`` (its CUDA-parametrised checks run only where a GPU is visible).
+8. ``train_compile``: the model-alone step under ``torch.compile``: compile time and images/s vs eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+# ----------------------------------------------------------------------------------------------------- data
+def _write_jpeg(args) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path, seed, lo, hi = args
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
+    coarse = Image.fromarray(rng.integers(0, 256, (max(h // 32, 2), max(w // 32, 2), 3), dtype=np.uint8))
+    img = np.asarray(coarse.resize((w, h), Image.BICUBIC), dtype=np.int16)
+    img = img + rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_jpegs(root: Path, *, classes: int, train: int, val: int, lo: int, hi: int) -> dict:
+    from multiprocessing import Pool
+
+    jobs = []
+    for part, n in (("train", train), ("val", val)):
+        for i in range(n):
+            d = root / part / f"class{i % classes:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            jobs.append((d / f"{i:06d}.jpg", 2 * i + (part == "val"), lo, hi))
+    t = time.perf_counter()
+    with Pool(min(os.cpu_count() or 1, 16)) as pool:
+        pool.map(_write_jpeg, jobs, chunksize=64)
+    sizes = [p.stat().st_size for p, *_ in jobs]
+    return {"train": train, "val": val, "classes": classes, "side_px": [lo, hi], "mean_kb": sum(sizes) / len(sizes) / 1e3,
+            "seconds": time.perf_counter() - t}
+
+
+# --------------------------------------------------------------------------------------------------- checks
+def checks(root: Path, device: torch.device, tiny: bool) -> dict:
+    import mobilenets
+    from mobilenets.data import ImageFiles, load_image_folders
+    from mobilenets.fast import InferenceOptions, prepare_for_inference
+    from mobilenets.gpu_data import DeviceBatches, DevicePipeline, EncodedImages, _collate, decode_images
+    from mobilenets.preprocess import IMAGENET
+    from torch.utils.data import DataLoader
+
+    out = {}
+    splits = load_image_folders(root)
+    ds = EncodedImages(ImageFiles(splits.val, splits.classes))
+    n = min(64, len(ds))
+    data = [ds[i][0] for i in range(n)]
+    on_dev = decode_images(data, device, [ds.name(i) for i in range(n)])
+    on_cpu = decode_images(data, torch.device("cpu"), [ds.name(i) for i in range(n)])
+    diffs = [(a.cpu().int() - b.int()).abs() for a, b in zip(on_dev, on_cpu)]
+    out["decode_vs_cpu"] = {"images": n, "max_abs": max(d.max().item() for d in diffs),
+                            "mean_abs": sum(d.float().mean().item() for d in diffs) / n}
+
+    pre = IMAGENET.with_size(32 if tiny else 224)
+    loader = DataLoader(ds, batch_size=16, collate_fn=_collate)
+    pipe = DevicePipeline.eval(pre)
+    plain = list(DeviceBatches(loader, ds, pipe, device, prefetch=False))
+    threaded = list(DeviceBatches(loader, ds, pipe, device, prefetch=True))
+    cpu = list(DeviceBatches(loader, ds, pipe, torch.device("cpu"), prefetch=False))
+    out["prefetch_equals_plain"] = all(a.equal(b) and y.equal(z) for (a, y), (b, z) in zip(plain, threaded)) and \
+        len(plain) == len(threaded)
+    step = 1 / 255 / min(pre.std)
+    out["eval_pipeline_vs_cpu_max_abs_uint8_levels"] = max(
+        (a.cpu() - b).abs().max().item() for (a, _), (b, _) in zip(plain, cpu)) / step
+
+    torch.manual_seed(0)
+    model = mobilenets.create_model("mobilenet_v3_small", width=0.35) if tiny else \
+        mobilenets.create_model("mobilenet_v3_large")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, 3, 64 if tiny else 224, 64 if tiny else 224))
+    model.eval()
+    x = torch.randn(4, 3, 64 if tiny else 224, 64 if tiny else 224)
+    with torch.no_grad():
+        ref = model(x)
+    rel = {}
+    variants = {"fp32 folded": InferenceOptions(), "bf16 folded channels_last": InferenceOptions("bf16", True)}
+    if device.type == "cuda":
+        variants["bf16 folded channels_last cuda_graphs"] = InferenceOptions("bf16", True, cuda_graphs=True)
+        variants["fp16 folded channels_last cuda_graphs"] = InferenceOptions("fp16", True, cuda_graphs=True)
+    for name, opts in variants.items():
+        y = prepare_for_inference(model, device, opts)(x).cpu()
+        rel[name] = (torch.linalg.norm(y - ref) / torch.linalg.norm(ref)).item()
+    out["inference_rel_l2_vs_eager_fp32_cpu"] = rel
+
+    if device.type == "cuda":  # torchrun: one process more than there are GPUs -> one line per rank
+        n = torch.cuda.device_count() + 1
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}",
+                                   "-m", "mobilenets", "train", "--epochs", "1", "--output", f"{tmp}/run",
+                                   "--no-progress"], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        lines = [ln for ln in proc.stderr.splitlines() if "mobilenets train: error" in ln]
+        out["torchrun_too_many_processes"] = {"returncode": proc.returncode, "error_lines": lines[:2],
+                                              "invalid_device_ordinal": "invalid device ordinal" in proc.stderr}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- training
+def model_alone(device: torch.device, *, model_name: str, width: float, res: int, batch: int, steps: int,
+                warmup: int, syncs: bool, compile_: bool = False) -> dict:
+    """images/s of the training loop's step (mobilenets.training) on one batch kept on the device."""
+    from mobilenets import TrainConfig, create_model
+    from mobilenets.tasks import get_task
+    from mobilenets.training.loop import _amp_dtype, _ema_with_warmup
+    from mobilenets.training.optim import make_optimizer, make_schedule
+    from torch.optim.swa_utils import AveragedModel
+
+    config = TrainConfig(model=model_name, width=width, resolution=res, batch_size=batch, data="unused",
+                         device=str(device), epochs=1)
+    task = get_task(config)
+    amp = _amp_dtype(config, device)
+    model = create_model(model_name, width=width, num_classes=1000).to(device).to(memory_format=torch.channels_last)
+    ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(config.ema_decay), use_buffers=True)
+    opt = make_optimizer(config, model)
+    sched = make_schedule(config, opt, warmup + steps)
+    net = torch.compile(model) if compile_ else model
+    x = torch.randn(batch, 3, res, res, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    t_first = None
+    for i in range(warmup + steps):
+        if i == 1 and t_first is None:
+            t_first = time.perf_counter() - t_start
+        if i == 0:
+            t_start = time.perf_counter()
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = net(x)
+            if syncs:
+                loss, _ = task.loss(out, y)  # .item() per step, as the loop's
+            else:
+                loss = task.criterion(out.float(), y)
+        if syncs and not torch.isfinite(loss):
+            raise RuntimeError("non-finite loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update_parameters(model)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"images_per_s": batch * steps / (time.perf_counter() - t0), "first_step_s": t_first,
+            "amp": str(amp), "steps": steps, "batch": batch}
+
+
+def pipeline(root: Path, device: torch.device, mode: str, *, model_name: str, width: float, res: int, batch: int,
+             epochs: int, workers: int, work: Path) -> dict:
+    import mobilenets
+
+    config = mobilenets.TrainConfig(data=str(root), model=model_name, width=width, resolution=res,
+                                    batch_size=batch, epochs=epochs, workers=workers, decode_on=mode,
+                                    device=str(device), output=str(work / f"run_{mode}"), progress=False)
+    t = time.perf_counter()
+    result = mobilenets.train(config)
+    return {"decode_on": mode, "workers": workers, "epochs": [
+        {k: row[k] for k in ("epoch", "images_per_s", "epoch_s", "train_loss", "val_top1")} for row in result.history],
+        "images_per_s": result.history[-1]["images_per_s"], "seconds": time.perf_counter() - t}
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="toy sizes (a check that the script runs, on a CPU)")
+    ap.add_argument("--out", help="folder for gpu.json (default $OUT, else benchmarks/results)")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="skip steps that would not end within this")
+    ap.add_argument("--skip", action="append", default=[], help="leave out a step (repeatable)")
+    args = ap.parse_args(argv)
+
+    import mobilenets
+    from mobilenets.device import resolve_device
+
+    device = resolve_device(args.device)
+    tiny = args.tiny
+    if tiny:
+        torch.set_num_threads(1)  # toy sizes on a shared CPU: one thread is fastest
+    out_dir = Path(args.out or os.environ.get("OUT") or ROOT / "benchmarks" / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / ("gpu_tiny.json" if tiny else "gpu.json")
+    budget = Budget(args.budget_s)
+    results: dict = {"device": str(device), "tiny": tiny, "steps": {}}
+    cpus = os.cpu_count() or 1
+    size = dict(model_name="mobilenet_v3_small", width=0.35, res=32, batch=8) if tiny else \
+        dict(model_name="mobilenet_v3_large", width=1.0, res=224, batch=256)
+
+    def save() -> None:
+        out_file.write_text(json.dumps(results, indent=1, default=str))
+
+    def step(name: str, need_s: float, fn):
+        if name in args.skip:
+            results["steps"][name] = {"skipped": "--skip"}
+        elif budget.left() < need_s:
+            results["steps"][name] = {"skipped": f"{budget.left():.0f} s left of the budget, needs ~{need_s:.0f}"}
+        else:
+            t = time.perf_counter()
+            try:
+                r = fn()
+                results["steps"][name] = {**r, "step_s": round(time.perf_counter() - t, 1)}
+            except Exception as e:  # noqa: BLE001 - one step's failure must not lose the others
+                results["steps"][name] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:500]}",
+                                          "traceback": traceback.format_exc()[-3000:],
+                                          "step_s": round(time.perf_counter() - t, 1)}
+        print(f"[{name}] {json.dumps(results['steps'][name], default=str)[:1500]}", flush=True)
+        save()
+
+    def env() -> dict:
+        import torchvision
+
+        try:
+            import timm
+
+            timm_version = timm.__version__
+        except ImportError:
+            timm_version = None
+        return {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+                "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm_version,
+                "cuda": torch.version.cuda, "cpus": cpus, "mobilenets": mobilenets.__version__,
+                "python": platform.python_version()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = work / "jpegs"
+        step("env", 0, env)
+        step("jpegs", 5, lambda: make_jpegs(data, **(dict(classes=2, train=16, val=8, lo=40, hi=72) if tiny else
+                                                   dict(classes=10, train=12_800, val=512, lo=256, hi=512))))
+        if not data.is_dir():
+            print("no data: stopping", flush=True)
+            return 1
+        step("checks", 20, lambda: checks(data, device, tiny))
+        steps, warmup = (3, 1) if tiny else (40, 10)
+        step("model_alone", 15, lambda: {  # V3-Large at 224, batch 256 (tiny: V3-Small 0.35 at 32, batch 8)
+            "loop_step": model_alone(device, **size, steps=steps, warmup=warmup, syncs=True),
+            "no_syncs": model_alone(device, **size, steps=steps, warmup=warmup, syncs=False)})
+        alone = results["steps"]["model_alone"].get("loop_step", {}).get("images_per_s")
+        for mode in ("device", "cpu"):
+            def run(mode=mode):
+                r = pipeline(data, device, mode, **size, epochs=2, workers=0 if tiny else cpus, work=work)
+                if alone:
+                    r["ratio_to_model_alone"] = r["images_per_s"] / alone
+                return r
+
+            step(f"pipeline_{mode}", 30, run)
+
+        def inference() -> dict:
+            from mobilenets.export.bench import BenchConfig
+            from mobilenets.export.gpu_bench import run_gpu_benchmark
+
+            cfg = BenchConfig(models=("mobilenet_v3_small" if tiny else "mobilenet_v3_large",),
+                              resolution=32 if tiny else 224, batch=2 if tiny else 256,
+                              quick=tiny, out_dir=str(out_dir))
+            r = run_gpu_benchmark(cfg, device=device)
+            return {"rows": r["rows"], "ratios": r["ratios"], "device": r["device"]}
+
+        step("inference", 60, inference)
+
+        def tests() -> dict:
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                   "tests/test_gpu.py"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=max(60, budget.left() - 10),
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            return {"returncode": proc.returncode, "tail": proc.stdout[-2000:] + proc.stderr[-1000:]}
+
+        if tiny:
+            results["steps"]["tests"] = {"skipped": "tiny mode (the suite runs this script)"}
+        else:
+            step("tests", 90, tests)
+
+        if device.type == "cuda":
+            step("train_compile", 120, lambda: {
+                "compiled": model_alone(device, **size, steps=steps, warmup=warmup, syncs=True, compile_=True),
+                "eager_images_per_s": alone})
+        else:
+            results["steps"]["train_compile"] = {"skipped": "Inductor on a CPU takes minutes (GPU only here)"}
+    save()
+    print(f"wrote {out_file}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
