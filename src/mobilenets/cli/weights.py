@@ -94,14 +94,14 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=_weights)
 
     p = sub.add_parser("inspect", help="what a weights file holds: format, architecture, width, classes, options")
-    p.add_argument("weights", help="a weights file or http(s) URL")
+    p.add_argument("weights", help="a weights file, an http(s) URL or a published name ('mobilenets weights')")
     add_weights_options(p)
     add_refresh(p)
     p.set_defaults(handler=_inspect)
 
     p = sub.add_parser("convert", help="write any supported weights file as a mobilenets checkpoint")
     p.add_argument("src", help="weights file or http(s) URL: .safetensors, .pth/.pt (torchvision, timm, "
-                               "mobilenets), Keras .h5, .tflite")
+                               "mobilenets), Keras .h5, .tflite; or a published name ('mobilenets weights')")
     p.add_argument("dst", type=output_path("checkpoint"), help="the mobilenets checkpoint to write (.safetensors)")
     add_weights_options(p)
     add_refresh(p)
@@ -109,7 +109,8 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=_convert)
 
     p = sub.add_parser("predict", help="top-5 ImageNet (or checkpoint) labels of images")
-    p.add_argument("--weights", required=True, help="weights file or http(s) URL, any supported format")
+    p.add_argument("--weights", required=True, help="weights file or http(s) URL, any supported format, or a "
+                                                    "published name ('mobilenets weights')")
     p.add_argument("images", nargs="+", help="image files")
     add_weights_options(p)
     add_refresh(p)
