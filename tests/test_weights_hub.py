@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -251,8 +252,9 @@ def _logits(model, x):
         return model.eval()(x)
 
 
-def test_download_check_convert_cache(hosted, capsys):
+def test_download_check_convert_cache(hosted, capsys, monkeypatch):
     entries, ref, requests = hosted
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # a terminal: the bar shows
     x = torch.randn(2, 3, 64, 64)
     assert not hub.is_cached(entries["tv"])
     model = create_model("mobilenet_v3_small", weights="IMAGENET1K_V1")

@@ -423,9 +423,10 @@ def _verify(entry: PublishedWeights, path: Path) -> None:
         raise MobileNetsError(f"md5 mismatch: published {entry.md5}, the download hashes to {got} (nothing cached)")
 
 
-def fetch(entry: PublishedWeights, *, refresh: bool = False, progress: bool = True, timeout: float | None = None,
+def fetch(entry: PublishedWeights, *, refresh: bool = False, progress: bool | None = None,
+          timeout: float | None = None,
           deadline: float | None = None) -> Path:
-    """The local file of ``entry``: downloaded once (with a progress bar) into the cache, checked against its
+    """The local file of ``entry``: downloaded once (with a progress bar on a terminal) into the cache, checked against its
     published hash and parsed as weights before it counts as cached; afterwards the cached file (hash checked
     again). Raises :class:`MobileNetsError` for an entry whose model is not in this build, and for anything
     :func:`~mobilenets.weights.source.open_source` refuses."""

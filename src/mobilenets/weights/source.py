@@ -9,7 +9,7 @@ corrupted or wrong download never looks cached. A cached file that fails to read
 download it is ("delete it or pass --refresh"); ``refresh=True`` downloads again. Every read has a timeout
 and the whole download a deadline (a server dripping bytes cannot hold it open). Give the expected hash as
 ``sha256=...`` or as a URL fragment, ``https://.../w.pth#sha256=...``. A download shows a tqdm progress bar
-on stderr (``progress=False``: none). Published files by name (``"timm:mobilenetv3_large_100.ra_in1k"``) are
+on stderr when it is a terminal. Published files by name (``"timm:mobilenetv3_large_100.ra_in1k"``) are
 :mod:`~mobilenets.weights.hub`'s, fetched through here.
 """
 
@@ -117,12 +117,13 @@ def _text(source) -> str:
 @contextmanager
 def open_source(source: str | os.PathLike, *, sha256: str | None = None, refresh: bool = False,
                 timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE,
-                progress: bool = True) -> Iterator[Source]:
+                progress: bool | None = None) -> Iterator[Source]:
     """The file for ``source`` (a path, or a URL fetched into the cache), for the ``with`` block to read.
 
     A fresh download enters the cache only if the block completes (the reader accepted it); a cached file the
     block rejects comes back as a :class:`MobileNetsError` saying it is a cached download to delete or
-    ``refresh``. A download shows a tqdm progress bar on stderr unless ``progress=False``. Raises
+    ``refresh``. A download shows a tqdm progress bar on stderr when that is a terminal (``progress``: True
+    always, False never), so logs and piped output get only the result or the one-line error. Raises
     :class:`MobileNetsError` for a missing file, a directory, a failed, cut or timed-out download, an HTML page
     or a hash mismatch.
     """
@@ -227,15 +228,17 @@ def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(Http, Https, Redirect)
 
 
-def _progress_bar(url: str, total: int | None, enabled: bool):
+def _progress_bar(url: str, total: int | None, enabled: bool | None):
     from tqdm import tqdm
 
+    if enabled is None:
+        enabled = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=source_name(url),
                 disable=not enabled, leave=False, file=sys.stderr)
 
 
 def _download(url: str, sha256: str | None, folder: Path, *, timeout: float, deadline: float,
-              progress: bool = True) -> Path:
+              progress: bool | None = None) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".download.", suffix=".part", dir=folder)
