@@ -340,3 +340,55 @@ def test_weights_command(hosted, capsys):
     assert main(["weights", "--download", "IMAGENET1K_V1"]) == 2
     assert "only together with a model" in capsys.readouterr().err
     assert requests == ["/" + entries["tv"].file_name]
+
+
+def _tgz(path: Path, members: dict[str, bytes], links: tuple[str, ...] = ()) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name in links:  # a symlink member pointing outside: never followed or written
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+
+
+def test_release_archive_yields_its_tflite(server, cache, pretrained_dir, monkeypatch, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    base, root, requests = server
+    tflite = (pretrained_dir / "mobilenet_v3_small_1.0_224.uint8.tflite").read_bytes()
+    _tgz(root / "v3-small_224_1.0_uint8.tgz", {
+        "v3-small_224_1.0_uint8/v3-small_224_1.0_uint8.tflite": tflite,
+        "v3-small_224_1.0_uint8/model.ckpt.index": b"checkpoint bytes",
+        "../../escape.tflite.txt": b"not extracted",
+    }, links=("v3-small_224_1.0_uint8/link.txt",))
+    _tgz(root / "empty.tgz", {"readme.txt": b"no weights here"})
+    entry = dataclasses.replace(hub.CATALOG["tflite:v3-small_224_1.0_float"], tag="archived",
+                                url=f"{base}/v3-small_224_1.0_uint8.tgz")
+    empty = dataclasses.replace(entry, tag="empty", url=f"{base}/empty.tgz")
+    monkeypatch.setattr(hub, "CATALOG", {**hub.CATALOG, entry.name: entry, empty.name: empty})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # nothing may land in the current folder either
+
+    model = create_model("mobilenet_v3_small", weights="tflite:archived")
+    reference = mobilenets.model_from_weights(pretrained_dir / "mobilenet_v3_small_1.0_224.uint8.tflite")[0]
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    path = hub.cached_path(entry)
+    assert path.read_bytes() == tflite and path.name == "v3-small_224_1.0_uint8.tflite"
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == [path.name]  # the archive itself is dropped
+    assert not list(work.iterdir()) and not list(tmp_path.rglob("escape.tflite.txt"))
+    create_model("mobilenet_v3_small", weights="tflite:archived")
+    assert requests == ["/v3-small_224_1.0_uint8.tgz"]  # the extracted file is the cache
+
+    with pytest.raises(MobileNetsError, match=r"tflite:empty \(.*empty.tgz\): the archive holds 0 .tflite files"):
+        hub.fetch(empty)
+    (root / "broken.tgz").write_bytes(b"\x1f\x8b" + bytes(200))
+    with pytest.raises(MobileNetsError, match="not a readable .tgz archive"):
+        hub.fetch(dataclasses.replace(entry, url=f"{base}/broken.tgz"))
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == [path.name]

@@ -293,7 +293,7 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
             raise MobileNetsError(f"{entry.name}: published weights are checked against their own published hash; "
                                   "sha256= is for files and URLs")
         source = hub.fetch(entry, refresh=refresh, timeout=timeout, deadline=deadline)
-        tf = entry.tf if tf is None else tf
+        tf = True if tf is None and entry.tf else tf  # timm tf_* files cannot say it; other files can
     with open_source(source, sha256=sha256, refresh=refresh, timeout=timeout, deadline=deadline) as src:
         parsed = _parse(src.path, entry.name if entry else src.label)
     where = entry.name if entry else src.url or str(src.path)

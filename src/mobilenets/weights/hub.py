@@ -44,7 +44,8 @@ class PublishedWeights:
     classifiers, COCO box mAP or VOC-label mIoU for dense models), ``None`` where the cited sources give none.
     Hashes: ``sha256`` (the whole digest, where published), ``sha256_prefix`` (the leading hex digits that
     torchvision and timm put in the file name, checked as ``torch.hub`` does, see ``torch.hub.HASH_REGEX``),
-    ``md5`` (Keras's ``get_file`` hash). ``tf``: TensorFlow-trained weights in a file that cannot say so (timm
+    ``md5`` (Keras's ``get_file`` hash), all of the downloaded file (the archive, for ``archive`` entries,
+    whose weights are the one ``.tflite`` file inside). ``tf``: TensorFlow-trained weights in a file that cannot say so (timm
     ``tf_*``): TF "SAME" padding and BN eps 1e-3. ``crop`` .. ``interpolation``: the evaluation preprocessing
     (``None``: the format's default, see :mod:`mobilenets.preprocess`). ``cited``: where the figures come from.
     """
@@ -67,6 +68,8 @@ class PublishedWeights:
     std: tuple[float, ...] | None = None
     interpolation: str = "bilinear"
     num_classes: int = 1000
+    archive: bool = False  # the URL is a .tgz release archive; the weights are the .tflite file inside
+
 
     @property
     def name(self) -> str:
@@ -265,7 +268,31 @@ _TFLITE = [
         sha256="da341cf06fa50127a72dcbeb140ee5ee98013630aa044260a4c3d45c43fc89ce", num_classes=1001),
 ]
 
-PUBLISHED_WEIGHTS: tuple[PublishedWeights, ...] = (*_TORCHVISION, *_TIMM, *_KERAS_FILES, *_TFLITE)
+# TF-slim's MobileNetV3 release archives (.tgz: checkpoints, frozen graph and a .tflite, which is what loads),
+# URLs and top-1 from tensorflow/models research/slim/nets/mobilenet/README.md (commit 60c28f91). That the
+# archive holds "<name>/<name>.tflite" is recorded for v3-large_224_1.0_float (apache/tvm's TFLite frontend
+# test) and v3-small_224_1.0_uint8 (PROVENANCE.md); fetch takes the archive's one .tflite file.
+_SLIM_V3 = "tensorflow/models research/slim/nets/mobilenet/README.md (commit 60c28f91)"
+
+
+def _slim_v3(stem: str, model: str, width: float, top1: float) -> PublishedWeights:
+    return PublishedWeights("tflite", stem, model, width,
+                            f"https://storage.googleapis.com/mobilenet_v3/checkpoints/{stem}.tgz", top1, _SLIM_V3,
+                            num_classes=1001, archive=True)
+
+
+_TF_SLIM_V3 = [
+    _slim_v3("v3-large_224_1.0_float", "mobilenet_v3_large", 1.0, 75.2),
+    _slim_v3("v3-large_224_1.0_uint8", "mobilenet_v3_large", 1.0, 73.9),
+    _slim_v3("v3-large_224_0.75_float", "mobilenet_v3_large", 0.75, 73.3),
+    _slim_v3("v3-small_224_1.0_float", "mobilenet_v3_small", 1.0, 67.5),
+    _slim_v3("v3-small_224_0.75_float", "mobilenet_v3_small", 0.75, 65.4),
+    _slim_v3("v3-large-minimalistic_224_1.0_float", "mobilenet_v3_large_minimal", 1.0, 72.3),
+    _slim_v3("v3-large-minimalistic_224_1.0_uint8", "mobilenet_v3_large_minimal", 1.0, 71.3),
+    _slim_v3("v3-small-minimalistic_224_1.0_float", "mobilenet_v3_small_minimal", 1.0, 61.9),
+]
+
+PUBLISHED_WEIGHTS: tuple[PublishedWeights, ...] = (*_TORCHVISION, *_TIMM, *_KERAS_FILES, *_TFLITE, *_TF_SLIM_V3)
 CATALOG: dict[str, PublishedWeights] = {w.name: w for w in PUBLISHED_WEIGHTS}
 assert len(CATALOG) == len(PUBLISHED_WEIGHTS), "catalog names must be unique"
 
@@ -397,10 +424,14 @@ def _torchvision_enum(text: str, member: str, model: str | None) -> PublishedWei
 
 
 def cached_path(entry: PublishedWeights) -> Path:
-    """Where the download of ``entry`` lives in the cache (whether or not it is there)."""
+    """Where the download of ``entry`` lives in the cache (whether or not it is there); for an archive, the
+    weights file taken out of it (named after the archive, so no member name ever becomes a path)."""
     from .source import cache_path
 
-    return cache_path(entry.url)
+    path = cache_path(entry.url)
+    if entry.archive:
+        return path.with_name(re.sub(r"\.(tgz|tar\.gz)$", "", path.name) + ".tflite")
+    return path
 
 
 def is_cached(entry: PublishedWeights) -> bool:
@@ -436,6 +467,10 @@ def fetch(entry: PublishedWeights, *, refresh: bool = False, progress: bool | No
     if not is_available(entry):
         raise MobileNetsError(f"{entry.name}: its model {entry.model} is not in this version of mobilenets "
                               "(listed for reference)")
+    if entry.archive:
+        return _fetch_from_archive(entry, refresh=refresh, progress=progress,
+                                   timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+                                   deadline=DEFAULT_DEADLINE if deadline is None else deadline)
     with open_source(entry.url, sha256=entry.sha256, refresh=refresh, progress=progress,
                      timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
                      deadline=DEFAULT_DEADLINE if deadline is None else deadline) as src:
@@ -460,3 +495,56 @@ def download(reference, *, model: str | None = None, width: float | None = None,
     if entry is None:
         raise MobileNetsError(f"{one_line(str(reference), 120)}: not a published weights name{_close(str(reference))}")
     return entry, fetch(entry, refresh=refresh)
+
+
+def _fetch_from_archive(entry: PublishedWeights, *, refresh: bool, progress: bool | None, timeout: float,
+                        deadline: float) -> Path:
+    """The .tflite file of a release archive: the archive is downloaded (checked like any download), its one
+    .tflite member streamed into the cache under :func:`cached_path` (atomically, after it reads as TFLite),
+    and the archive itself dropped (checkpoints and graphs this library does not read)."""
+    import tarfile
+    import tempfile
+
+    from .formats import detect_format
+    from .source import MAX_DOWNLOAD_BYTES, open_source
+
+    target = cached_path(entry)
+    if target.is_file() and not refresh:
+        try:
+            if detect_format(target, entry.name) != "tflite":
+                raise MobileNetsError("not a TFLite file")
+        except MobileNetsError as e:
+            raise MobileNetsError(f"{entry.name}: cached file {target}: {e} (delete it or pass --refresh)") from None
+        return target
+    with open_source(entry.url, sha256=entry.sha256, refresh=refresh, progress=progress, timeout=timeout,
+                     deadline=deadline) as src:
+        try:
+            _verify(entry, src.path)
+            with tarfile.open(src.path, "r:*") as tar:
+                found = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".tflite")]
+                if len(found) > 1:
+                    found = [m for m in found if Path(m.name).name == target.name] or found
+                if len(found) != 1:
+                    raise MobileNetsError(f"the archive holds {len(found)} .tflite files"
+                                          + (f" ({', '.join(one_line(m.name, 80) for m in found[:4])})"
+                                             if found else "") + ", not one")
+                member = found[0]
+                if member.size > MAX_DOWNLOAD_BYTES:
+                    raise MobileNetsError(f"its .tflite file is {member.size} bytes, larger than any MobileNet")
+                fd, tmp = tempfile.mkstemp(prefix=".extract.", suffix=".part", dir=target.parent)
+                try:
+                    with os.fdopen(fd, "wb") as out, tar.extractfile(member) as f:
+                        for chunk in iter(lambda: f.read(1 << 20), b""):
+                            out.write(chunk)
+                    if detect_format(Path(tmp), entry.name) != "tflite":
+                        raise MobileNetsError(f"its {one_line(member.name, 80)} is not a TFLite file")
+                    os.replace(tmp, target)
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise MobileNetsError(f"{entry.name} ({src.label}): not a readable .tgz archive "
+                                  f"({one_line(e, 120) or type(e).__name__})") from None
+        except MobileNetsError as e:
+            raise MobileNetsError(f"{entry.name} ({src.label}): {e}") from None
+    src.final.unlink(missing_ok=True)  # the weights are out; the rest of the archive is not needed
+    return target
