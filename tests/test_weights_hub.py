@@ -111,6 +111,8 @@ def test_lookup_forms():
     assert hub.lookup("COCO_V1", model="ssdlite_mobilenet_v3_large").model == "ssdlite_mobilenet_v3_large"
     assert hub.lookup("keras", model="mobilenet_v1", width=0.25).width == 0.25
     assert hub.lookup("tflite:", model="mobilenet_v3_small").source == "tflite"
+    assert hub.lookup("timm:mobilenetv3_large_100").tag == "mobilenetv3_large_100.ra_in1k"  # best of that name
+    assert hub.lookup("torchvision:mobilenet_v2").tag == "mobilenet_v2.IMAGENET1K_V2"
     # paths and URLs are not references; an existing file wins over a catalog name
     assert hub.lookup("weights.pth") is None and hub.lookup("https://x/y.pth") is None
     assert hub.lookup(Path("torchvision")) is None

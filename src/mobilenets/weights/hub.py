@@ -354,7 +354,8 @@ def lookup(reference, *, model: str | None = None, width: float | None = None) -
     """The catalog entry ``reference`` names, or None if it is not a catalog reference (a path, a URL).
 
     Accepted: a full name (``"timm:mobilenetv3_large_100.ra_in1k"``), a tag alone when only one entry has it
-    (``"mobilenetv3_large_100.ra_in1k"``), a source (``"torchvision"``, ``"timm"``, ``"keras"``, ``"tflite"``:
+    (``"mobilenetv3_large_100.ra_in1k"``), a source and the library's model name (``"timm:mobilenetv3_large_100"``,
+    ``"torchvision:mobilenet_v2"``: the best file of that name), a source (``"torchvision"``, ``"timm"``, ``"keras"``, ``"tflite"``:
     its best file of ``model``), a torchvision enum member or its name (``"IMAGENET1K_V1"``, ``"DEFAULT"``,
     ``"MobileNet_V3_Large_Weights.IMAGENET1K_V2"``; with ``model``). An existing file of that name is a path,
     not a reference. A name that looks like a reference but matches nothing is a :class:`MobileNetsError` with
@@ -380,6 +381,9 @@ def lookup(reference, *, model: str | None = None, width: float | None = None) -
             return _for_model(text, model, width, source=source)
         if source == "torchvision" and (m := _TV_ENUM.fullmatch(rest)):
             return _torchvision_enum(text, m[1], model)
+        named = [w for w in CATALOG.values() if w.source == source and w.tag.split(".")[0] == rest]
+        if named:  # a library's model name without its tag, as timm resolves it: that model's best file
+            return max(named, key=_rank)
         raise MobileNetsError(f"unknown published weights {text!r}{_close(text)}")
     if text in SOURCES:
         return _for_model(text, model, width, source=text)
