@@ -327,6 +327,9 @@ def test_hash_refusals_cache_nothing(hosted, cache, monkeypatch):
 
 def test_weights_command(hosted, capsys):
     from mobilenets.cli import main
+    from mobilenets.cli.weights import SOURCES
+
+    assert SOURCES == hub.SOURCES
 
     entries, _, requests = hosted
     assert main(["weights", "--model", "mobilenet_v3_small"]) == 0

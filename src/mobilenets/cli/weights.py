@@ -74,9 +74,11 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
-    from ..weights.hub import SOURCES
+# hub.SOURCES, spelt out so that building the parser (--help) imports nothing heavy; a test keeps them equal
+SOURCES = ("torchvision", "timm", "keras", "tflite")
 
+
+def add_commands(sub) -> None:
     p = sub.add_parser("weights", help="the published weight files (torchvision, timm, Keras, TFLite) by name: "
                                        "list them, or --download one into the cache",
                        description="Published MobileNet weights by name, with their published accuracy. Any "
