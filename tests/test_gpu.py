@@ -44,10 +44,14 @@ def test_more_processes_than_gpus_is_one_line(monkeypatch):
         with pytest.raises(MobileNetsError, match=r"2 processes per machine but this machine has 1 GPU\(s\): use "
                                                   r"--nproc-per-node 1"):
             resolve_device(spec)
-    monkeypatch.setenv("LOCAL_RANK", "0")  # rank 0 of the same job has its GPU
+    monkeypatch.setenv("LOCAL_RANK", "0")  # rank 0 of the same job fails alike (instead of waiting for rank 1)
+    with pytest.raises(MobileNetsError, match="2 processes per machine but this machine has 1 GPU"):
+        resolve_device("auto")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert resolve_device("auto") == torch.device("cuda", 0)
     assert resolve_device("cuda") == torch.device("cuda", 0)
     monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert resolve_device("auto") == torch.device("cuda", 3)  # one process per GPU: rank r gets cuda:r
 

@@ -16,9 +16,9 @@ def local_gpu() -> torch.device:
     on each machine), checked against the GPUs this machine has. More processes than GPUs is a one-line
     :class:`MobileNetsError` here instead of every rank dying with "CUDA error: invalid device ordinal"."""
     rank = int(os.environ.get("LOCAL_RANK", "0"))
+    nproc = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))  # torchrun's --nproc-per-node
     count = torch.cuda.device_count()
-    if rank >= count:
-        nproc = os.environ.get("LOCAL_WORLD_SIZE")
+    if rank >= count or nproc > count:  # every rank says so, not only the ones without a GPU
         asked = f"{nproc} processes per machine" if nproc else f"a process with LOCAL_RANK {rank}"
         raise MobileNetsError(f"torchrun asked for {asked} but this machine has {count} GPU(s): use "
                               f"--nproc-per-node {count} (one process per GPU), or --device cpu")
