@@ -24,6 +24,8 @@ ends; a step that would not fit in what is left of ``--budget-s`` is skipped and
    <= 1.0 ms) and batch-256 throughput vs torchvision's and timm's eager bf16 (target >= 1.3x torchvision's).
 7. ``tests``: ``pytest tests/test_gpu.py`` (its CUDA-parametrised checks run only where a GPU is visible).
 8. ``train_compile``: the model-alone step under ``torch.compile``: compile time and images/s vs eager.
+9. ``suite``: the whole test suite (not slow; pytest-xdist where installed) with the GPU visible, in what is left
+   of the budget (a timeout is reported as the step's error).
 """
 
 from __future__ import annotations
@@ -329,6 +331,24 @@ def main(argv=None) -> int:
                 "eager_images_per_s": alone})
         else:
             results["steps"]["train_compile"] = {"skipped": "Inductor on a CPU takes minutes (GPU only here)"}
+
+        def suite() -> dict:  # the whole suite (not slow) with the GPU visible, in what is left of the budget
+            try:
+                import xdist  # noqa: F401
+
+                parallel = ["-n", str(min(8, cpus))]
+            except ImportError:
+                parallel = []
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+                                   *parallel, "tests"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=max(30, budget.left() - 5), env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+            return {"returncode": proc.returncode, "failed": failed[:50], "tail": proc.stdout[-1500:]}
+
+        if tiny:
+            results["steps"]["suite"] = {"skipped": "tiny mode"}
+        else:
+            step("suite", 60, suite)
     save()
     print(f"wrote {out_file}", flush=True)
     return 0

@@ -99,8 +99,19 @@ class EncodedImages(Dataset):
 
 
 def _collate(items):
+    """A batch as four tensors: the files' bytes end to end and their lengths (or, for decoded images, the
+    stacked images and None), targets, item indices. A few large tensors cross from a worker process, not one per
+    image (each tensor sent between processes costs a shared-memory file and its handle)."""
     images, targets, index = zip(*items)
-    return list(images), torch.tensor(targets, dtype=torch.int64), torch.tensor(index, dtype=torch.int64)
+    if all(t.dim() == 1 for t in images):
+        payload, lengths = torch.cat(images), torch.tensor([len(t) for t in images], dtype=torch.int64)
+    else:
+        payload, lengths = torch.stack(images), None
+    return payload, lengths, torch.tensor(targets, dtype=torch.int64), torch.tensor(index, dtype=torch.int64)
+
+
+def _unpack(payload: torch.Tensor, lengths: torch.Tensor | None) -> list[torch.Tensor]:
+    return list(torch.split(payload, lengths.tolist())) if lengths is not None else list(payload.unbind(0))
 
 
 def _is_jpeg(data: torch.Tensor) -> bool:
@@ -222,8 +233,8 @@ class DeviceBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def _prepare(self, images, targets, index):
-        decoded = decode_images(images, self.device, [self.dataset.name(i) for i in index.tolist()],
+    def _prepare(self, payload, lengths, targets, index):
+        decoded = decode_images(_unpack(payload, lengths), self.device, [self.dataset.name(i) for i in index.tolist()],
                                 strict=self.strict)
         keep = [i for i, img in enumerate(decoded) if img is not None]
         if len(keep) < len(decoded):
