@@ -225,6 +225,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="folder for gpu.json (default $OUT, else benchmarks/results)")
     ap.add_argument("--budget-s", type=float, default=480.0, help="skip steps that would not end within this")
     ap.add_argument("--skip", action="append", default=[], help="leave out a step (repeatable)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only this step (repeatable; env and jpegs always run): e.g. a second device call for "
+                         "the steps the first one's budget left out")
     args = ap.parse_args(argv)
 
     import mobilenets
@@ -236,7 +239,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)  # toy sizes on a shared CPU: one thread is fastest
     out_dir = Path(args.out or os.environ.get("OUT") or ROOT / "benchmarks" / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
-    out_file = out_dir / ("gpu_tiny.json" if tiny else "gpu.json")
+    out_file = out_dir / (("gpu_tiny" if tiny else "gpu") + ("_" + "_".join(args.only) if args.only else "") + ".json")
     budget = Budget(args.budget_s)
     results: dict = {"device": str(device), "tiny": tiny, "steps": {}}
     cpus = os.cpu_count() or 1
@@ -247,8 +250,8 @@ def main(argv=None) -> int:
         out_file.write_text(json.dumps(results, indent=1, default=str))
 
     def step(name: str, need_s: float, fn):
-        if name in args.skip:
-            results["steps"][name] = {"skipped": "--skip"}
+        if name in args.skip or (args.only and name not in (*args.only, "env", "jpegs")):
+            results["steps"][name] = {"skipped": "--skip / --only"}
         elif budget.left() < need_s:
             results["steps"][name] = {"skipped": f"{budget.left():.0f} s left of the budget, needs ~{need_s:.0f}"}
         else:
