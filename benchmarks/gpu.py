@@ -22,7 +22,7 @@ ends; a step that would not fit in what is left of ``--budget-s`` is skipped and
    (issue 14's target: >= 0.8).
 6. ``inference``: ``mobilenets bench --device cuda`` for V3-Large at 224: batch-1 latency (target with CUDA graphs
    <= 1.0 ms) and batch-256 throughput vs torchvision's and timm's eager bf16 (target >= 1.3x torchvision's).
-7. ``tests``: ``pytest tests/test_gpu.py`` (its CUDA-parametrised checks run only where a GPU is visible).
+7. ``tests``: ``pytest -m "not slow" tests/test_gpu.py`` (its CUDA checks run only where a GPU is visible).
 8. ``train_compile``: the model-alone step under ``torch.compile``: compile time and images/s vs eager.
 9. ``suite``: the whole test suite (not slow; pytest-xdist where installed) with the GPU visible, in what is left
    of the budget (a timeout is reported as the step's error).
@@ -81,8 +81,8 @@ def make_jpegs(root: Path, *, classes: int, train: int, val: int, lo: int, hi: i
     with Pool(min(os.cpu_count() or 1, 16)) as pool:
         pool.map(_write_jpeg, jobs, chunksize=64)
     sizes = [p.stat().st_size for p, *_ in jobs]
-    return {"train": train, "val": val, "classes": classes, "side_px": [lo, hi], "mean_kb": sum(sizes) / len(sizes) / 1e3,
-            "seconds": time.perf_counter() - t}
+    return {"train": train, "val": val, "classes": classes, "side_px": [lo, hi],
+            "mean_kb": sum(sizes) / len(sizes) / 1e3, "seconds": time.perf_counter() - t}
 
 
 # --------------------------------------------------------------------------------------------------- checks
@@ -317,8 +317,8 @@ def main(argv=None) -> int:
         step("inference", 60, inference)
 
         def tests() -> dict:
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                   "tests/test_gpu.py"], cwd=ROOT, capture_output=True, text=True,
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p",
+                                   "no:cacheprovider", "tests/test_gpu.py"], cwd=ROOT, capture_output=True, text=True,
                                   timeout=max(60, budget.left() - 10),
                                   env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
             return {"returncode": proc.returncode, "tail": proc.stdout[-2000:] + proc.stderr[-1000:]}
@@ -344,7 +344,8 @@ def main(argv=None) -> int:
                 parallel = []
             proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
                                    *parallel, "tests"], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=max(30, budget.left() - 5), env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                                  timeout=max(30, budget.left() - 5),
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
             failed = [ln for ln in proc.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]
             return {"returncode": proc.returncode, "failed": failed[:50], "tail": proc.stdout[-1500:]}
 

@@ -20,10 +20,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     """Evaluate any checkpoint on its task's data: classification, detection (COCO AP) or segmentation (mIoU)."""
+    from ..errors import MobileNetsError
     from ..weights import inspect_weights
     from ..weights.dense import task_of
-
-    from ..errors import MobileNetsError
     from .inference import inference_options
 
     task = task_of(inspect_weights(args.weights).model)
@@ -78,8 +77,8 @@ _TRAIN_HELP = {
 
 
 def _add_train_parser(sub, task: str) -> None:
-    from ..registry import list_models
     from ..gpu_data import DECODE_MODES
+    from ..registry import list_models
     from ..training import AMP_MODES, AUGMENTS, DENSE_AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TrainConfig
 
     d = TrainConfig(task=task)
