@@ -19,7 +19,7 @@ ends; a step that would not fit in what is left of ``--budget-s`` is skipped and
    without the per-step host syncs.
 5. ``pipeline_device`` / ``pipeline_cpu``: ``mobilenets.train`` on the JPEG folder (2 epochs, workers = CPU count)
    with ``decode_on="device"`` and ``"cpu"``; images/s of epoch 2 and its ratio to the model-alone rate
-   (issue 14's target: >= 0.8).
+   (issue 14's target: >= 0.8); and the training loader alone (no step): can the feed keep up at all?
 6. ``inference``: ``mobilenets bench --device cuda`` for V3-Large at 224: batch-1 latency (target with CUDA graphs
    <= 1.0 ms) and batch-256 throughput vs torchvision's and timm's eager bf16 (target >= 1.3x torchvision's).
 7. ``tests``: ``pytest -m "not slow" tests/test_gpu.py`` (its CUDA checks run only where a GPU is visible).
@@ -217,6 +217,36 @@ def pipeline(root: Path, device: torch.device, mode: str, *, model_name: str, wi
         "images_per_s": result.history[-1]["images_per_s"], "seconds": time.perf_counter() - t}
 
 
+def feed_alone(root: Path, device: torch.device, mode: str, *, model_name: str, width: float, res: int, batch: int,
+               workers: int, work: Path, batches: int) -> dict:
+    """images/s of the training loader alone (as the loop builds it: decoded, augmented, normalised batches on the
+    device), no training step: whether the input pipeline could keep up with the model at all."""
+    import mobilenets
+    from mobilenets.training.distributed import Dist
+    from mobilenets.training.loop import _Run
+
+    config = mobilenets.TrainConfig(data=str(root), model=model_name, width=width, resolution=res, batch_size=batch,
+                                    epochs=1, workers=workers, decode_on=mode, device=str(device), progress=False,
+                                    output=str(work / f"feed_{mode}"))
+    run = _Run(config, work / f"feed_{mode}", None, device, Dist(), None)
+    run._prepare()
+    n, t0 = 0, None
+    skip = max(0, min(2, len(run.train_loader) - 2))  # the workers' start and the first batches are not timed
+    for i, (x, y) in enumerate(run.train_loader):
+        x = x.to(device, non_blocking=True)
+        if i == skip:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+        elif i > skip:
+            n += len(y)
+        if i == batches + skip:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"images_per_s": n / (time.perf_counter() - t0) if t0 and n else None, "batches": batches}
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -297,9 +327,12 @@ def main(argv=None) -> int:
         alone = results["steps"]["model_alone"].get("loop_step", {}).get("images_per_s")
         for mode in ("device", "cpu"):
             def run(mode=mode):
-                r = pipeline(data, device, mode, **size, epochs=2, workers=0 if tiny else cpus, work=work)
+                workers = 0 if tiny else cpus
+                r = pipeline(data, device, mode, **size, epochs=2, workers=workers, work=work)
                 if alone:
                     r["ratio_to_model_alone"] = r["images_per_s"] / alone
+                r["feed_alone"] = feed_alone(data, device, mode, **size, workers=workers, work=work,
+                                             batches=1 if tiny else 30)
                 return r
 
             step(f"pipeline_{mode}", 30, run)

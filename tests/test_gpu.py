@@ -463,5 +463,6 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert checks["prefetch_equals_plain"] and checks["eval_pipeline_vs_cpu_max_abs_uint8_levels"] == 0
     assert checks["inference_rel_l2_vs_eager_fp32_cpu"]["fp32 folded"] < 1e-4
     assert steps["pipeline_device"]["images_per_s"] > 0 and steps["pipeline_cpu"]["images_per_s"] > 0
+    assert steps["pipeline_device"]["feed_alone"]["images_per_s"] > 0
     assert {r["path"] for r in steps["inference"]["rows"]} >= {"tv eager bf16", "timm eager bf16", "ours fast bf16"}
     assert all("skipped" in steps[k] for k in ("tests", "train_compile", "suite"))
