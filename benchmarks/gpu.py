@@ -117,6 +117,22 @@ def checks(root: Path, device: torch.device, tiny: bool) -> dict:
     out["eval_pipeline_vs_cpu_max_abs_uint8_levels"] = max(
         (a.cpu() - b).abs().max().item() for (a, _), (b, _) in zip(plain, cpu)) / step
 
+    kw = dict(mean=pre.mean, std=pre.std, crop_scale=(0.08, 1.0), hflip=0.5, augment="none")
+    exact, fast = DevicePipeline.train(pre.crop, **kw), DevicePipeline.train(pre.crop, batched=True, **kw)
+    torch.manual_seed(0)
+    a = exact(on_dev)
+    torch.manual_seed(0)
+    b = fast(on_dev)
+    out["cropflip_vs_v2_max_abs_uint8_levels"] = (a - b).abs().max().item() / step
+    t = time.perf_counter()
+    for pipe_ in (exact, fast, exact, fast):
+        pipe_(on_dev)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out.setdefault("train_crop_flip_ms_per_image", {}).setdefault(
+            "v2" if pipe_ is exact else "CropFlip", []).append(1e3 * (time.perf_counter() - t) / len(on_dev))
+        t = time.perf_counter()
+
     torch.manual_seed(0)
     model = mobilenets.create_model("mobilenet_v3_small", width=0.35) if tiny else \
         mobilenets.create_model("mobilenet_v3_large")

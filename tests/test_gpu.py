@@ -466,3 +466,33 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert steps["pipeline_device"]["feed_alone"]["images_per_s"] > 0
     assert {r["path"] for r in steps["inference"]["rows"]} >= {"tv eager bf16", "timm eager bf16", "ours fast bf16"}
     assert all("skipped" in steps[k] for k in ("tests", "train_compile", "suite"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_crop_flip_draws_as_the_transforms(device):
+    """CropFlip (the GPU's train crop + flip) draws the same random numbers as RandomResizedCrop +
+    RandomHorizontalFlip and gives their batch: within one uint8 level on a CPU (torchvision's fixed-point uint8
+    resize there), identical on a GPU (where torchvision resizes uint8 as CropFlip does)."""
+    from mobilenets.gpu_data import DevicePipeline
+
+    kw = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_scale=(0.08, 1.0), hflip=0.5,
+              augment="none")
+    exact, fast = DevicePipeline.train(32, **kw), DevicePipeline.train(32, batched=True, **kw)
+    assert exact.batched is None and fast.batched is not None
+    assert DevicePipeline.train(32, **{**kw, "augment": "randaugment"}, batched=True).batched is None
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, *torch.randint(16, 80, (2,), generator=g).tolist()), dtype=torch.uint8,
+                            generator=g).to(device) for _ in range(64)]
+    images.append(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8).to(device))  # a crop of the output size
+    for seed in range(3):
+        torch.manual_seed(seed)
+        a, after_a = exact(images), torch.rand(1)
+        torch.manual_seed(seed)
+        b, after_b = fast(images), torch.rand(1)
+        assert after_a == after_b  # the same number of draws, in the same order
+        level = 1 / 255 / 0.225
+        if device == "cuda":
+            assert a.equal(b)
+        else:
+            assert (a - b).abs().max().item() <= 1.01 * level
+            assert ((a - b).abs() > 0.5 * level).float().mean().item() < 0.5  # most values equal
