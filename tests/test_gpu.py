@@ -496,3 +496,17 @@ def test_batched_crop_flip_draws_as_the_transforms(device):
         else:
             assert (a - b).abs().max().item() <= 1.01 * level
             assert ((a - b).abs() > 0.5 * level).float().mean().item() < 0.5  # most values equal
+
+
+def test_cli_flags_reach_the_configs():
+    from mobilenets.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--decode-on", "device", "--compile"])
+    assert (args.decode_on, args.compile) == ("device", True)
+    assert parser.parse_args(["train"]).decode_on == "auto"
+    assert not hasattr(parser.parse_args(["train-detection"]), "decode_on")  # classification only
+    args = parser.parse_args(["bench", "--device", "cuda", "--batch", "128"])
+    assert (args.device, args.batch) == ("cuda", 128)
+    args = parser.parse_args(["eval", "--weights", "w.safetensors", "--precision", "bf16", "--cuda-graphs"])
+    assert (args.precision, args.cuda_graphs, args.fold_bn) == ("bf16", True, True)
