@@ -26,6 +26,9 @@ from timm.models._features import FeatureGetterNet  # noqa: E402
 
 SIZE = 64
 
+# torch 2.14 deprecates TorchScript; torchvision still guarantees scriptable models, and so do we
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
+
 
 def _model(name, **kw):
     kw.setdefault("width", 0.5)
@@ -273,8 +276,13 @@ def test_torchscript_features_only_with_inner_taps():
 
 # ---- torch.export (dynamic batch) ----
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+# export takes seconds per model on one core: two models run always, the rest with the slow tests
+_EXPORT_FAST = ("mobilenet_v2", "mobilenet_v3_small")
+
+
 @pytest.mark.parametrize("features_only", [False, True])
+@pytest.mark.parametrize("name", [n if n in _EXPORT_FAST else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in ALL_MODELS])
 def test_torch_export_dynamic_batch_matches_eager(name, features_only):
     model = _model(name, width=0.35, features_only=features_only, tf_padding=name == "mobilenet_v2").eval()
     batch = torch.export.Dim("batch", min=1, max=64)

@@ -49,6 +49,8 @@ def create_model(
             options for dense prediction: ``tail`` ("full", "detection", "segmentation": the halved last stage
             of V3 section 6.3 / TF DeepLab), ``output_stride`` (32, 16, 8: dilated last stages),
             ``dilation_style`` ("tf" or "torchvision"), ``fixed_stem`` (see :class:`~mobilenets.ModelConfig`).
+            ``global_pool``: "avg" (default), "max", or "" with ``num_classes=0`` for unpooled features (timm's
+            option; also :meth:`~mobilenets.MobileNet.reset_classifier`).
         weights: a weights file or http(s) URL in any format :mod:`mobilenets.weights` reads; the options the
             weights need (``tf_padding``, ``bn_eps`` for Keras/TFLite files) are picked from the file unless
             given. ``keep_background=True`` (with ``weights``) keeps a TF 1001-class head whole.

@@ -106,6 +106,7 @@ class FeatureExtractor(nn.Module):
             keep[stage].append(j)
             self._points.append([t.point for t in taps if t.block == b.index])
         self.stages = nn.Sequential(*(nn.Sequential(*(model.stages[i][j] for j in js)) for i, js in enumerate(keep)))
+        self.block_info = model.block_info[:last + 1]  # list[BlockInfo]: the blocks it holds (same module paths)
         self._stem_tap = any(t.block == -1 for t in taps)
 
     @property
