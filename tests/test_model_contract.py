@@ -197,6 +197,9 @@ def test_prune_intermediate_layers_and_timm_feature_wrappers(name):
         assert len(pruned.stages) == (2 if model._stem_tap else 3) and pruned.head_conv is None
         _close(pruned.forward_intermediates(x, indices=[1, 2], intermediates_only=True), inter[1:3])
         _close(pruned(x), inter[2])  # no head: the last kept map
+        assert pruned.num_features == pruned.head_hidden_size == inter[2].shape[1]
+        pruned.reset_classifier(3, "avg")  # a classifier on the truncated body
+        assert pruned(x).shape == (1, 3)
     keep_head = _copy(model)
     assert keep_head.prune_intermediate_layers(2, prune_head=False) == [3, 4]
     with torch.no_grad():
@@ -240,6 +243,25 @@ def test_grad_checkpointing_recomputes_stages_with_equal_gradients_and_bn_stats(
         assert torch.equal(b, c), k  # running statistics updated once, not twice
 
 
+def test_grad_checkpointing_features_only():
+    from mobilenets.features import FeatureExtractor, Tap
+
+    plain = _model("mobilenet_v3_small").train()
+    taps = [Tap(2, "expansion"), Tap(5), Tap(10)]
+    fe, ckpt = FeatureExtractor(plain, taps=taps), FeatureExtractor(_copy(plain), taps=taps)
+    ckpt.set_grad_checkpointing()
+    calls = []
+    ckpt.stages[2][1].register_forward_pre_hook(lambda *a: calls.append(1))
+    x = _x(4)
+    for m in (fe, ckpt):
+        sum(o.square().mean() for o in m(x)).backward()
+    assert len(calls) == 2
+    for (k, p), q in zip(fe.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=k)
+    for (k, b), c in zip(fe.named_buffers(), ckpt.buffers()):
+        assert torch.equal(b, c), k
+
+
 # ---- TorchScript (torchvision's _check_jit_scriptable, timm's test_model_forward_torchscript) ----
 
 def _check_script(model, x):
@@ -260,9 +282,14 @@ def test_torchscript_matches_eager(name):
 
 
 @pytest.mark.parametrize("options", [{"tf_padding": True, "bn_eps": 1e-3}, {"output_stride": 16},
-                                     {"num_classes": 0, "global_pool": ""}, {"global_pool": "max"}])
+                                     {"num_classes": 0, "global_pool": ""}, {"global_pool": "max"},
+                                     {"grad_checkpointing": True}])
 def test_torchscript_options(options):
-    _check_script(_model("mobilenet_v3_small", width=0.35, **options), _x(1, 67))
+    options = dict(options)
+    checkpointing = options.pop("grad_checkpointing", False)
+    model = _model("mobilenet_v3_small", width=0.35, **options)
+    model.set_grad_checkpointing(checkpointing)
+    _check_script(model, _x(1, 67))
 
 
 def test_torchscript_features_only_with_inner_taps():
@@ -311,9 +338,10 @@ def test_fx_trace_and_feature_extractor_on_random_nodes(name):
     pick = rng.sample(nodes, 10)
     fe = feature_extraction.create_feature_extractor(model.train(), train_return_nodes=pick,
                                                      eval_return_nodes=pick)
-    out = fe(x)
-    assert sorted(out) == sorted(pick)
-    sum(o.float().mean() for o in out.values()).backward()
+    for m in (fe, torch.jit.script(fe)):  # torchvision's test_forward_backward and test_jit_forward_backward
+        out = m(x)
+        assert sorted(out) == sorted(pick)
+        sum(o.float().mean() for o in out.values()).backward()
     assert any(p.grad is not None for p in fe.parameters())
     # the stage ends through fx equal our FeatureExtractor's maps
     fe = feature_extraction.create_feature_extractor(model.eval(), return_nodes=[f.module for f in

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import MobileNetsError
-from .model import BlockInfo, FeatureInfo, FeatureInfoList, MobileNet
+from .model import BlockInfo, FeatureInfo, FeatureInfoList, MobileNet, _checkpoint
 
 __all__ = ["FeatureExtractor", "Tap", "stage_end_taps", "downsampling_expansion_tap", "POINTS"]
 
@@ -108,6 +108,12 @@ class FeatureExtractor(nn.Module):
         self.stages = nn.Sequential(*(nn.Sequential(*(model.stages[i][j] for j in js)) for i, js in enumerate(keep)))
         self.block_info = model.block_info[:last + 1]  # list[BlockInfo]: the blocks it holds (same module paths)
         self._stem_tap = any(t.block == -1 for t in taps)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """As :meth:`MobileNet.set_grad_checkpointing`, block by block (blocks tapped inside are not
+        checkpointed)."""
+        self.grad_checkpointing = bool(enable)
 
     @property
     def pretrained_cfg(self) -> dict:
@@ -150,7 +156,11 @@ class FeatureExtractor(nn.Module):
                     for p in points:
                         out.append(inner[p])
                 else:
-                    x = block(x)
+                    # spelled out for TorchScript, which skips the branch only on a literal is_scripting()
+                    if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                        x = _checkpoint(block, x)
+                    else:
+                        x = block(x)
                     if len(points) > 0:
                         out.append(x)
         return out

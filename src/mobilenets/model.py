@@ -485,8 +485,10 @@ class MobileNet(nn.Module):
             raise MobileNetsError(f"taps {take} drop the stages the head reads: prune_head=False needs the last "
                                   f"tap (index {len(self.feature_info) - 1})")
         self.stages = self.stages[:max(n_stages, 0)]
+        self.num_features = self.feature_info[last]["num_chs"]
         if prune_head:
             self.head_conv = self.head_act = None
+            self.head_hidden_size = self.num_features
             self.reset_classifier(0, "")
         return take
 
