@@ -333,9 +333,11 @@ def test_fx_trace_and_feature_extractor_on_random_nodes(name):
     train_nodes, eval_nodes = feature_extraction.get_graph_node_names(model)
     assert train_nodes == eval_nodes and any(n.startswith("stages.3.") for n in eval_nodes)
     skip = ("getitem", "floordiv", "size", "chunk", "_assert", "eq", "dim", "getattr")
-    rng = random.Random(0)
     nodes = [n for n in eval_nodes if not any(s in n for s in skip)]
-    pick = rng.sample(nodes, 10)
+    with torch.no_grad():  # tensor-valued nodes only (attention blocks compute sizes: ints)
+        values = feature_extraction.create_feature_extractor(model, return_nodes=nodes)(x)
+    nodes = [n for n in nodes if isinstance(values[n], torch.Tensor)]
+    pick = random.Random(0).sample(nodes, 10)
     fe = feature_extraction.create_feature_extractor(model.train(), train_return_nodes=pick,
                                                      eval_return_nodes=pick)
     for m in (fe, torch.jit.script(fe)):  # torchvision's test_forward_backward and test_jit_forward_backward

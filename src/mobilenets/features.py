@@ -7,7 +7,6 @@ tap follows from the table's strides (:func:`stage_end_taps`, :func:`downsamplin
 module names.
 """
 
-
 from dataclasses import dataclass
 from typing import List, Sequence
 
