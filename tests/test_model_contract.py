@@ -137,8 +137,9 @@ def test_resolve_data_config_follows_the_weights(tmp_path, fmt):
     assert fresh.pretrained_cfg["mean"] == pre.mean
 
 
-def test_resolve_data_config_real_tflite_file(pretrained_dir):
-    model, _ = mobilenets.model_from_weights(pretrained_dir / "mobilenet_v3_small_1.0_224.uint8.tflite")
+@pytest.mark.parametrize("file", ["mobilenet_v3_small_1.0_224.uint8.tflite", "mobilenet_v1_0.25_224.h5"])
+def test_resolve_data_config_real_tf_files(pretrained_dir, file):
+    model, _ = mobilenets.model_from_weights(pretrained_dir / file)
     cfg = timm.data.resolve_data_config({}, model=model)
     assert cfg["mean"] == cfg["std"] == (0.5, 0.5, 0.5) and cfg["input_size"] == (3, 224, 224)
 
@@ -311,7 +312,9 @@ _EXPORT_FAST = ("mobilenet_v2", "mobilenet_v3_small")
 @pytest.mark.parametrize("name", [n if n in _EXPORT_FAST else pytest.param(n, marks=pytest.mark.slow)
                                   for n in ALL_MODELS])
 def test_torch_export_dynamic_batch_matches_eager(name, features_only):
-    model = _model(name, width=0.35, features_only=features_only, tf_padding=name == "mobilenet_v2").eval()
+    # features_only backbones dilated (output stride 16), as dense heads use them
+    model = _model(name, width=0.35, features_only=features_only, tf_padding=name == "mobilenet_v2",
+                   output_stride=16 if features_only else 32).eval()
     batch = torch.export.Dim("batch", min=1, max=64)
     ep = torch.export.export(model, (_x(2),), dynamic_shapes={"x": {0: batch}})
     for n in (1, 3):
@@ -364,14 +367,20 @@ def test_fx_features_only(name):
 # ---- timm's features_only and backward checks, torchvision's input backprop ----
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_timm_features_only_contract(name):
-    model = mobilenets.create_model(name, width=0.35, features_only=True).eval()
+@pytest.mark.parametrize("output_stride,reductions", [(32, [4, 8, 16, 32]), (16, [4, 8, 16])])
+def test_timm_features_only_contract(name, output_stride, reductions):
+    model = mobilenets.create_model(name, width=0.35, features_only=True, output_stride=output_stride).eval()
     channels = model.feature_info.channels()
-    assert len(channels) >= 4 and model.feature_info.reduction() == [4, 8, 16, 32]
+    assert model.feature_info.reduction() == reductions
     assert model.default_cfg["input_size"] == (3, 224, 224)
+    x = _x(1, 96)
     with torch.no_grad():
-        out = model(_x(1, 96))
-    assert [o.shape[1] for o in out] == channels and all(torch.isfinite(o).all() for o in out)
+        out = model(x)
+        assert [o.shape[1] for o in out] == channels and all(torch.isfinite(o).all() for o in out)
+        assert [o.shape[-1] for o in out] == [96 // r for r in reductions]
+        full = mobilenets.create_model(name, width=0.35, output_stride=output_stride).eval()
+        full.load_state_dict(model.state_dict(), strict=False)
+        _close(out[-1], full.forward_features(x))  # the last map is the whole body's
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -24,7 +24,7 @@ def create_model(
     in_chans: int = 3,
     dropout: float | None = None,
     features_only: bool = False,
-    out_strides: tuple[int, ...] = (4, 8, 16, 32),
+    out_strides: tuple[int, ...] | None = None,
     weights: str | os.PathLike | None = None,
     **options,
 ) -> nn.Module:
@@ -43,7 +43,9 @@ def create_model(
         in_chans: input channels.
         dropout: dropout before the classifier; ``None`` keeps the paper's default.
         features_only: return a :class:`~mobilenets.features.FeatureExtractor` giving the stage-end feature
-            maps at ``out_strides`` (any of 2, 4, 8, 16, 32) instead of logits.
+            maps at ``out_strides`` (any of 2, 4, 8, 16, 32 up to ``output_stride``) instead of logits.
+            Default: 4, 8, 16, 32, those past a dilated ``output_stride`` dropped (16: 4, 8, 16; the stride-16
+            map is then the last stage's).
         **options: ``tf_padding=True`` for TensorFlow "SAME" padding, ``bn_eps`` for the batch-norm epsilon
             (TF/Keras use 1e-3); both are needed to reproduce TensorFlow-trained weights exactly. Backbone
             options for dense prediction: ``tail`` ("full", "detection", "segmentation": the halved last stage
@@ -60,7 +62,7 @@ def create_model(
 
         model, _ = model_from_weights(weights, name=name, width=width, num_classes=num_classes,
                                       dropout=dropout, in_chans=in_chans, **options)
-        return FeatureExtractor(model, out_strides) if features_only else model
+        return FeatureExtractor(model, _out_strides(model, out_strides)) if features_only else model
     entry = get_model_entry(name)
     if entry.task != "classification":
         kwargs = {k: v for k, v in (("width", width), ("num_classes", num_classes), ("dropout", dropout))
@@ -73,5 +75,11 @@ def create_model(
         in_chans=in_chans, dropout=dropout, **options
     )
     if features_only:
-        return FeatureExtractor(model, out_strides)
+        return FeatureExtractor(model, _out_strides(model, out_strides))
     return model
+
+
+def _out_strides(model, out_strides: tuple[int, ...] | None) -> tuple[int, ...]:
+    if out_strides is not None:
+        return out_strides
+    return tuple(s for s in (4, 8, 16, 32) if s <= model.config.output_stride)
