@@ -132,9 +132,13 @@ def test_resolve_data_config_follows_the_weights(tmp_path, fmt):
         assert cfg["input_size"] == (3, pre.crop, pre.crop) and cfg["crop_pct"] == pre.crop / pre.resize
         assert cfg["interpolation"] == pre.interpolation
     # load_weights into an existing model updates it too
-    fresh = mobilenets.create_model("mobilenet_v3_small", width=0.75)
+    tf_options = {"tf_padding": True, "bn_eps": 1e-3} if fmt == "tf" else {}
+    fresh = mobilenets.create_model("mobilenet_v3_small", width=0.75, **tf_options)
     mobilenets.load_weights(fresh, path, **kw)
     assert fresh.pretrained_cfg["mean"] == pre.mean
+    # and a checkpoint of the loaded model keeps it
+    mobilenets.save_checkpoint(model, tmp_path / "m.safetensors")
+    assert mobilenets.load_checkpoint(tmp_path / "m.safetensors")[1].preprocessing == pre
 
 
 @pytest.mark.parametrize("file", ["mobilenet_v3_small_1.0_224.uint8.tflite", "mobilenet_v1_0.25_224.h5"])
