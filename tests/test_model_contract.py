@@ -27,7 +27,9 @@ from timm.models._features import FeatureGetterNet  # noqa: E402
 SIZE = 64
 
 # torch 2.14 deprecates TorchScript; torchvision still guarantees scriptable models, and so do we
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
+# (and scripting an fx GraphModule warns about torch's own GraphModule.__init__)
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning"),
+              pytest.mark.filterwarnings("ignore:The TorchScript type system doesn't support:UserWarning")]
 
 
 def _model(name, **kw):
@@ -365,7 +367,9 @@ def test_fx_features_only(name):
     fe = mobilenets.create_model(name, width=0.35, features_only=True, tf_padding=True).eval()
     x = _x(1, 65)
     with torch.no_grad():
-        _close(torch.fx.symbolic_trace(fe)(x), fe(x))
+        traced = torch.fx.symbolic_trace(fe)
+        _close(traced(x), fe(x))
+        _close(torch.jit.script(traced)(x), fe(x))  # fx then script
 
 
 # ---- timm's features_only and backward checks, torchvision's input backprop ----
