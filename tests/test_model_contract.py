@@ -215,6 +215,35 @@ def test_prune_intermediate_layers_and_timm_feature_wrappers(name):
         _copy(model).prune_intermediate_layers(2 * [1], prune_head=False)
 
 
+@pytest.mark.parametrize("timm_name", ["mobilenetv1_100", "mobilenetv2_050", "mobilenetv3_large_100",
+                                       "mobilenetv3_small_100"])
+def test_same_intermediates_and_unpooled_head_as_timm(tmp_path, timm_name):
+    """timm's own model with random weights and ours loaded from it: the same feature_info, the same
+    forward_intermediates, the same unpooled head after reset_classifier(0, ''). One documented difference:
+    V2's stride-32 tap is the end of our last stage, after the 1x1 conv to 1280 (torchvision's ``features``
+    end); timm's is the 320-channel block before it."""
+    from .test_weights_torch import randomise, save
+
+    theirs = randomise(timm.create_model(timm_name))
+    save(theirs.state_dict(), tmp_path / "w.pth", "pth")
+    ours, _ = mobilenets.model_from_weights(tmp_path / "w.pth")
+    ours.eval()
+    v2 = timm_name.startswith("mobilenetv2")
+    pairs = [(f["num_chs"], f["reduction"]) for f in theirs.feature_info]
+    if v2:
+        pairs[-1] = (ours.num_features, 32)
+    assert [(f.channels, f.stride) for f in ours.feature_info] == pairs
+    x = _x(1)
+    with torch.no_grad():
+        final, inter = theirs.forward_intermediates(x)
+        final2, inter2 = ours.forward_intermediates(x)
+        _close(final2, final)
+        _close(inter2[:-1] if v2 else inter2, inter[:-1] if v2 else inter)
+        for m in (theirs, ours):
+            m.reset_classifier(0, "")
+        _close(ours(x), theirs(x))
+
+
 def _copy(model):
     import copy
 
