@@ -86,8 +86,10 @@ def create_model(
 
         # The file says what it needs (an alias's options are what its file holds), except that a timm tf_*
         # state dict cannot say it was trained in TensorFlow: tf=True for a tf_* alias.
+        # (``tf=True`` from the caller too, as model_from_weights takes it)
+        tf_file = options.pop("tf", None)
         model, _ = model_from_weights(weights, name=name, width=width, num_classes=num_classes,
-                                      dropout=dropout, in_chans=in_chans, tf=True if tf else None, **options)
+                                      dropout=dropout, in_chans=in_chans, tf=True if tf else tf_file, **options)
         return FeatureExtractor(model, _out_strides(model, out_strides)) if features_only else model
     options = {**({"tf_padding": True, "bn_eps": 1e-3} if tf else {}), **alias_options, **options}
     entry = get_model_entry(name)
