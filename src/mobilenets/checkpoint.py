@@ -163,10 +163,11 @@ def atomic_write(path: Path | str, write) -> None:
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, meta: CheckpointMeta | None = None) -> Path:
-    """Write ``model``'s weights and ``meta`` (default: the model's config) atomically as safetensors."""
+    """Write ``model``'s weights and ``meta`` (default: the model's config and the preprocessing its weights
+    expect, :attr:`MobileNet.preprocessing`) atomically as safetensors."""
     from safetensors.torch import save_file
 
-    meta = meta or CheckpointMeta(config=model.config)
+    meta = meta or CheckpointMeta(config=model.config, preprocessing=getattr(model, "preprocessing", IMAGENET))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_header()))
     return Path(path)

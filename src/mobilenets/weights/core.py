@@ -443,6 +443,8 @@ def _load(model: nn.Module, read: _Read, *, keep_background: bool) -> LoadReport
         new_state["classifier.bias"] = torch.zeros_like(current["classifier.bias"])
     model.load_state_dict(new_state)  # one call: all or nothing
     report.loaded = sorted(incoming)
+    if hasattr(model, "preprocessing"):  # MobileNet / FeatureExtractor: their pretrained_cfg follows the weights
+        model.preprocessing = info.preprocessing
 
     cfg = model.config
     if info.tf_padding != cfg.tf_padding or (info.bn_eps != cfg.bn_eps and not read.folded_bn):
