@@ -1,4 +1,4 @@
-"""The ``mobilenets`` command: a thin layer over the library, one library call per subcommand.
+"""The mobilenets command: a thin layer over the library, one library call per subcommand.
 
 Each module here adds its subcommands (``add_commands(subparsers)``); a handler turns its arguments into plain
 values (or a config dataclass) and calls one library function. User errors
@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..errors import MobileNetsError, one_line
 from . import deploy, detection, models, segmentation, train, weights
-from .common import format_table
+from .common import HelpFormatter, format_table
 
 __all__ = ["main", "build_parser", "format_table"]
 
@@ -30,7 +30,11 @@ _GROUPS = (models, weights, train, detection, segmentation, deploy)
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the library's error format: one line, ``mobilenets <command>: error: ...``, exit 2
-    (``--help`` shows the usage)."""
+    (``--help`` shows the usage). Every subcommand's parser shows option defaults (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from typing import Callable, Sequence
 
 __all__ = ["format_table", "mark", "setup_logging", "int_range", "float_range", "model_name", "output_path",
-           "add_weights_options", "add_refresh", "describe"]
+           "add_weights_options", "add_refresh", "describe", "model_names",
+           "HelpFormatter", "shows_default"]
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``--help`` states the option's default: an option taking a value, whose default is not None
+    (a None default is described in words: "default: inferred from the file")."""
+    return bool(action.option_strings) and action.nargs != 0 and action.default is not None \
+        and action.default is not argparse.SUPPRESS
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help layout, with "(default: X)" after every option that has a default (:func:`shows_default`)
+    unless its help places ``%(default)s`` itself; a list default is shown as the command line takes it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if shows_default(action) and "%(default)" not in help_:
+            help_ += " (default: %(default)s)"
+        return help_
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if isinstance(action.default, (tuple, list)):
+            action = copy.copy(action)
+            action.default = " ".join(map(str, action.default))
+        return super()._expand_help(action)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
@@ -108,11 +134,17 @@ def setup_logging() -> None:
         log.propagate = False
 
 
-def add_weights_options(p: argparse.ArgumentParser) -> None:
-    from ..registry import list_models
+def model_names(task: str | None = "classification") -> str:
+    """The built-in model names of ``task`` (None: every task), for help texts: from the registry's static
+    list, so that ``--help`` imports no model code (and no torch)."""
+    from ..registry import BUILTIN_MODELS
 
+    return ", ".join(n for t, names in BUILTIN_MODELS.items() if task in (None, t) for n in names)
+
+
+def add_weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=model_name(), metavar="NAME",
-                   help=f"the architecture: {', '.join(list_models())} (default: inferred from the file)")
+                   help=f"the architecture: {model_names()} (default: inferred from the file)")
     p.add_argument("--width", type=float_range(0, 4, lo_open=True),
                    help="the width multiplier (default: inferred from the file)")
     p.add_argument("--tf", action="store_true", default=None,

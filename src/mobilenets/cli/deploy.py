@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_refresh, int_range, model_name, output_path
+from .common import add_refresh, int_range, model_name, model_names, output_path
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -30,15 +30,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    from ..export.dense import DEFAULT_CHECK_IMAGES
-    from ..export.runtimes import FORMATS
-    from ..registry import list_models
+    from ..export.options import BENCH_MODELS, BENCH_RUNTIMES, DEFAULT_CHECK_IMAGES, DENSE_MODELS, FORMATS, SUFFIXES
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX / TFLite / ExecuTorch / TorchScript, verified "
                                       "in its runtime")
     p.add_argument("--weights", required=True, metavar="CKPT",
                    help="a mobilenets checkpoint, or any weights file 'mobilenets convert' reads")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help=f"the deployment format: {', '.join(FORMATS)} (file suffixes "
+                        f"{', '.join(SUFFIXES[f] for f in FORMATS)})")
     p.add_argument("--output", "-o", metavar="PATH", type=output_path("exported file"),
                    help="output file (default: the weights' base name with the format's suffix, in the current "
                         "folder)")
@@ -52,24 +52,23 @@ def add_commands(sub) -> None:
                         "built-in shapes set)")
     p.add_argument("--check-images", type=int_range(1, 100_000), default=DEFAULT_CHECK_IMAGES, metavar="N",
                    help="detectors / segmenters: how many val images (the first N) the verification runs on")
-    p.add_argument("--input-size", type=int_range(32, 2048), help="square input side (default: the checkpoint's "
-                                                                  "crop size)")
+    p.add_argument("--input-size", type=int_range(32, 2048),
+                   help="square input side (default: the checkpoint's crop size)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch at 1 even where the format allows any")
     p.add_argument("--threads", type=int_range(1, 1024), default=2, help="CPU threads for the verification run")
     add_refresh(p)
     p.set_defaults(handler=_export)
 
     p = sub.add_parser("bench", help="latency and throughput of our exports and PyTorch paths against torchvision's")
-    from ..export.bench import DENSE_MODELS
-
     p.add_argument("--model", action="append", metavar="NAME",
-                   type=model_name(None), help=f"only this model (repeatable): {', '.join(list_models())}, or "
-                                               f"the detector / segmenter rows {', '.join(DENSE_MODELS)}")
+                   type=model_name(None), help=f"only this model (repeatable): {model_names()}, or "
+                                               f"the detector / segmenter rows {', '.join(DENSE_MODELS)} "
+                                               f"(default: {', '.join(BENCH_MODELS)})")
     p.add_argument("--resolution", type=int_range(32, 1024), default=224,
                    help="the classifiers' input side (the detector and segmenter rows run at 320 and 520)")
-    p.add_argument("--threads", type=int_range(1, 1024), default=2)
+    p.add_argument("--threads", type=int_range(1, 1024), default=2, help="CPU threads for every runtime")
     p.add_argument("--quick", action="store_true", help="fewer timing runs, no batch-32 throughput")
     p.add_argument("--skip", action="append", metavar="RUNTIME",
-                   help="leave out a runtime: onnx, tflite, executorch, int8, compile (repeatable)")
+                   help=f"leave out a runtime: {', '.join(BENCH_RUNTIMES)} (repeatable)")
     p.add_argument("--out-dir", default="benchmarks/results", help="where the JSON and PNG go")
     p.set_defaults(handler=_bench)

@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import MobileNetsError
 from ..preprocess import IMAGENET, Preprocessing
 from .data import ImageSet
+from .options import DEFAULT_CHECK_IMAGES
 
 __all__ = ["task_of", "output_names", "default_size", "default_preprocessing", "load_val_images",
            "metadata_document", "default_boxes_from", "detect_artifact", "torch_outputs", "OutputDiff",
@@ -47,7 +48,6 @@ __all__ = ["task_of", "output_names", "default_size", "default_preprocessing", "
 METADATA_FORMAT = "mobilenets.export/1"
 DETECTION_OUTPUTS = ("cls_logits", "box_regression")
 SEGMENTATION_OUTPUTS = ("logits",)
-DEFAULT_CHECK_IMAGES = 32  # val images the dense verification runs on
 MIN_PIXEL_AGREEMENT = 0.995  # segmenters: fraction of pixels whose argmax must equal PyTorch's (issue 10)
 SCORE_TOL = 1e-4  # detections: |score difference| (scores are probabilities in [0, 1])
 # Detections: boxes within BOX_RTOL x the input side, in pixels (0.032 px at 320). A box is decoded from codes

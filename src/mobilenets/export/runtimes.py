@@ -25,14 +25,11 @@ import numpy as np
 import torch
 
 from ..errors import MobileNetsError, existing_file
+from .options import EXTRAS, FORMATS, SUFFIXES
 
 __all__ = ["FORMATS", "SUFFIXES", "Artifact", "load_artifact", "require", "read_metadata", "write_metadata",
            "METADATA_KEY"]
 
-FORMATS = ("onnx", "tflite", "executorch", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "torchscript": ".pt"}
-# the pip extra that provides each format's exporter and runtime
-EXTRAS = {"onnx": "onnx", "tflite": "tflite-export", "executorch": "executorch", "torchscript": None}
 # the name the metadata document is stored under, in every format (ExecuTorch: METADATA_METHOD; TorchScript:
 # METADATA_FILE)
 METADATA_KEY = "mobilenets"
