@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mobilenets", *args], capture_output=True, text=True, timeout=600)
@@ -105,3 +107,149 @@ def test_every_option_has_help_and_shows_its_default():
     train = " ".join(commands["train"].format_help().split())
     assert "--epochs EPOCHS passes over the training set (default: 10)" in train
     assert "--crop-scale MIN MAX RandomResizedCrop area range (default: 0.6 1.0)" in train
+
+
+def test_builtin_model_names_match_the_registry():
+    """The static names --help lists (registry.BUILTIN_MODELS, read without importing torch) are exactly the
+    registered models, task by task, in registration order: a new model must be added there too."""
+    from mobilenets.registry import BUILTIN_MODELS, list_models
+
+    for task, names in BUILTIN_MODELS.items():
+        assert list(names) == list_models(task), f"update registry.BUILTIN_MODELS[{task!r}]"
+    assert sum(map(len, BUILTIN_MODELS.values())) == len(list_models(None))
+
+
+# ------------------------------------------------------------------------- in-process runs, small files
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``mobilenets ARGS`` in-process: (exit code, stdout, stderr)."""
+    from mobilenets.cli import main
+
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error_line(err: str, command: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"mobilenets {command}: error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A width-0.25 V1 checkpoint with 4 classes, a photo-sized PNG and a text file."""
+    import numpy as np
+    from PIL import Image
+
+    from mobilenets import create_model, save_checkpoint
+
+    d = tmp_path_factory.mktemp("small")
+    model = create_model("mobilenet_v1", width=0.25, num_classes=4)
+    save_checkpoint(model, d / "ck.safetensors")
+    import torch
+
+    torch.save(model.state_dict(), d / "state.pth")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(d / "img.png")
+    (d / "notes.txt").write_text("not an image\n")
+    return d
+
+
+def test_predict_goes_on_past_a_bad_image(small, capsys):
+    """One unreadable image among good ones: the good ones are classified and printed, the bad one is one
+    line on stderr naming it, and the exit status is 1 (2 stays for usage / weights errors)."""
+    rc, out, err = cli(capsys, "predict", "--weights", small / "ck.safetensors", small / "notes.txt",
+                       small / "img.png", "--top", "2")
+    assert rc == 1, err
+    line = one_error_line(err, "predict")
+    assert "notes.txt" in line and "not a readable image" in line
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[0].endswith("img.png") and all(l.startswith("  ") for l in lines[1:])
+    rc, out, err = cli(capsys, "predict", "--weights", small / "ck.safetensors", small / "img.png")
+    assert rc == 0 and not err and len(out.splitlines()) == 5
+
+
+def test_predict_library_strict_and_lenient(small):
+    from mobilenets.errors import MobileNetsError
+    from mobilenets.predict import predict
+
+    with pytest.raises(MobileNetsError, match="notes.txt"):
+        predict(small / "ck.safetensors", [small / "img.png", small / "notes.txt"])
+    got = predict(small / "ck.safetensors", [small / "img.png", small / "notes.txt"], strict=False)
+    assert [bool(p.top) for p in got] == [True, False]
+    assert got[0].error is None and "notes.txt" in got[1].error
+
+
+def test_convert_refuses_a_suffix_it_does_not_write(small, tmp_path, capsys):
+    rc, _, err = cli(capsys, "convert", small / "state.pth", tmp_path / "out.pth")
+    line = one_error_line(err, "convert")
+    assert rc == 2 and "safetensors" in line and "out.safetensors" in line
+    assert not (tmp_path / "out.pth").exists()
+    rc, out, err = cli(capsys, "convert", small / "state.pth", tmp_path / "out.safetensors")
+    assert rc == 0, err
+    from mobilenets.checkpoint import read_checkpoint
+
+    assert read_checkpoint(tmp_path / "out.safetensors")[1].config.name == "mobilenet_v1"
+
+
+def _onnx_file(path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def test_eval_names_what_a_non_checkpoint_file_is(small, tmp_path, capsys):
+    """eval on a file that is not a mobilenets checkpoint: one line naming its real format and what to do."""
+    import warnings
+
+    import torch
+
+    _onnx_file(tmp_path / "m.onnx")
+    # an ExecuTorch program's FlatBuffer head: root offset, then the file identifier "ET12"
+    (tmp_path / "m.pte").write_bytes(b"\x3c\x00\x00\x00ET12" + bytes(120))
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream; users still have such files
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.trace(torch.nn.Linear(3, 2), torch.zeros(1, 3)), str(tmp_path / "m.pt"))
+    cases = {tmp_path / "m.onnx": "an exported ONNX model", tmp_path / "m.pte": "an exported ExecuTorch model",
+             tmp_path / "m.pt": "an exported TorchScript model",
+             small / "state.pth": "mobilenets convert state.pth state.safetensors"}
+    for path, needle in cases.items():
+        rc, _, err = cli(capsys, "eval", "--weights", path)
+        line = one_error_line(err, "eval")
+        assert rc == 2 and needle in line and "not a mobilenets checkpoint" in line, line
+    from mobilenets.weights.formats import exported_model_kind
+
+    assert exported_model_kind(small / "ck.safetensors") is None and exported_model_kind(small / "state.pth") is None
+
+
+def test_outputs_follow_the_umask(small, tmp_path):
+    """Checkpoints, exports and pictures get the mode open() gives under the umask (0644 under 022, 0640
+    under 027), not mkstemp's 0600."""
+    import os
+
+    from mobilenets import create_model, save_checkpoint
+    from mobilenets.checkpoint import atomic_write
+    from mobilenets.export import export_model
+
+    model = create_model("mobilenet_v1", width=0.25, num_classes=4)
+    old = os.umask(0o022)
+    try:
+        for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
+            os.umask(umask)
+            d = tmp_path / oct(umask)
+            save_checkpoint(model, d / "ck.safetensors")
+            atomic_write(d / "plot.png", lambda tmp: open(tmp, "wb").write(b"png"))
+            export_model(d / "ck.safetensors", d / "m.pt", format="torchscript", input_size=32)
+            for name in ("ck.safetensors", "plot.png", "m.pt"):
+                assert (d / name).stat().st_mode & 0o777 == mode, (name, oct((d / name).stat().st_mode))
+    finally:
+        os.umask(old)

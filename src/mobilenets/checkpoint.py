@@ -21,7 +21,7 @@ from .errors import MobileNetsError, existing_file, one_line, output_file
 from .model import ModelConfig
 from .preprocess import IMAGENET, Preprocessing
 
-__all__ = ["CheckpointMeta", "save_checkpoint", "read_checkpoint", "load_checkpoint", "atomic_write"]
+__all__ = ["CheckpointMeta", "save_checkpoint", "read_checkpoint", "load_checkpoint", "atomic_write", "file_mode"]
 
 FORMAT = "mobilenets.checkpoint/1"
 
@@ -131,6 +131,12 @@ def _check_config(cfg: ModelConfig) -> None:
         create_model(cfg.name, **options)
 
 
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the process umask (0o644 under the usual 022): what
+    files written through a temp file (``tempfile.mkstemp`` makes them 0o600) are given before their rename."""
+    return 0o666 & ~_umask()
+
+
 def _umask() -> int:
     """The process umask, read without changing it (os.umask can only be read by setting it, which would race
     with files other threads create): /proc on Linux, else the set-and-restore fallback."""
@@ -151,9 +157,11 @@ def atomic_write(path: Path | str, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give the result the mode open() would have
     try:
         write(tmp)
+        # mkstemp makes 0600 files, and some writers (safetensors) replace the file with another 0600 one: give
+        # the result the mode open() would have, after the write
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -175,24 +183,42 @@ def save_checkpoint(model: nn.Module, path: Path | str, meta: CheckpointMeta | N
 def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """The tensors and metadata of a mobilenets checkpoint, validated like every weights file
     (:mod:`mobilenets.weights`): clear errors for anything else, a damaged file or metadata out of range."""
+    read = _read_checkpoint(path)
+    return read.state, read.meta
+
+
+# how the not-a-checkpoint error names a weights file's format (WeightsInfo.format)
+_FORMAT_NAMES = {"keras": "Keras", "tflite": "TFLite", "timm": "timm", "torchvision": "torchvision"}
+
+
+def _read_checkpoint(path: Path | str):
+    """``read_weights`` of a file that must be a mobilenets checkpoint; anything else is a one-line error that
+    names what the file is and what to do: an exported model (ONNX, ExecuTorch, TorchScript, a TFLite export)
+    is evaluated through the checkpoint it came from; other weights are converted first."""
     from .weights.core import read_weights
+    from .weights.formats import exported_model_kind
 
     path = existing_file(path, "a checkpoint file")
-    read = read_weights(path)
-    if read.meta is None:
-        raise MobileNetsError(f"{path}: {read.info.format} weights, not a mobilenets checkpoint (no '{FORMAT}' "
-                              "metadata; 'mobilenets convert' writes one)")
-    return read.state, read.meta
+    exported = exported_model_kind(path)  # before read_weights: no torch.load of a TorchScript archive
+    if exported is None:
+        read = read_weights(path)
+        if read.meta is not None:
+            return read
+        if read.info.format == "tflite":
+            exported = exported_model_kind(path)
+    if exported is not None:
+        raise MobileNetsError(f"{path}: an exported {exported} model, not a mobilenets checkpoint: use the checkpoint "
+                              "it was exported from ('mobilenets export --weights CKPT --format F --eval DIR' "
+                              "reports the exported file's accuracy)")
+    name = _FORMAT_NAMES.get(read.info.format, read.info.format)
+    raise MobileNetsError(f"{path}: {name} weights, not a mobilenets checkpoint (no '{FORMAT}' metadata): "
+                          f"'mobilenets convert {path.name} {path.stem}.safetensors' writes one")
 
 
 def load_checkpoint(path: Path | str) -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model a mobilenets checkpoint describes and load its weights (strict)."""
-    from .weights.core import _build, read_weights
+    from .weights.core import _build
 
-    path = existing_file(path, "a checkpoint file")
-    read = read_weights(path)
-    if read.meta is None:
-        raise MobileNetsError(f"{path}: {read.info.format} weights, not a mobilenets checkpoint (no '{FORMAT}' "
-                              "metadata; 'mobilenets convert' writes one)")
+    read = _read_checkpoint(path)
     model, _ = _build(read, num_classes=None, keep_background=False, options={})
     return model, read.meta

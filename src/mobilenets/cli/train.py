@@ -21,10 +21,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     """Evaluate any checkpoint on its task's data: classification, detection (COCO AP) or segmentation (mIoU)."""
-    from ..weights import inspect_weights
+    from ..checkpoint import read_checkpoint
     from ..weights.dense import task_of
 
-    task = task_of(inspect_weights(args.weights).model)
+    # a checkpoint, or one line naming what the file is instead (an exported ONNX model, timm weights, ...)
+    task = task_of(read_checkpoint(args.weights)[1].config.name)
     common = dict(data=args.data, device=args.device, workers=args.workers, strict=args.strict)
     if task == "detection":
         from ..detection.evaluate import evaluate_detector

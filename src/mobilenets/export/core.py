@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import file_mode
 from ..errors import MobileNetsError, output_file
 from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
 from . import dense
@@ -467,6 +468,7 @@ def export_model(
         else:
             report = _verify_dense(model, tmp, format=format, task=task, example=example, val=eval_set, size=size,
                                    metadata=metadata, num_threads=num_threads)
+        os.chmod(tmp, file_mode())  # the temp file is 0600 (mkstemp); the export gets open()'s mode
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
