@@ -7,6 +7,8 @@ the ``mobilenets`` command's ``--help`` do not import torch; ``mobilenets.create
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from .errors import MobileNetsError
 
@@ -33,6 +35,21 @@ __all__ = [
     "TF_INCEPTION", "MobileNetsError", "load_weights", "model_from_weights", "inspect_weights", "LoadReport",
     "WeightsInfo", "TrainConfig", "TrainResult", "train", "EvalResult", "evaluate",
 ]
+
+
+class _Package(types.ModuleType):
+    """This package's module type. ``evaluate`` and ``profile`` name both a submodule and the function it
+    defines; the package attribute is the function (as when this package imported them eagerly), but importing
+    the submodule sets the attribute to the module: that assignment is dropped here, and ``__getattr__`` below
+    resolves the name to the function."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
