@@ -253,3 +253,45 @@ def test_outputs_follow_the_umask(small, tmp_path):
                 assert (d / name).stat().st_mode & 0o777 == mode, (name, oct((d / name).stat().st_mode))
     finally:
         os.umask(old)
+
+
+def test_third_party_noise_is_hidden_unless_verbose():
+    """What libraries print while a command runs (native writes to descriptor 2, their loggers, their
+    warnings) is hidden; this package's warnings still show; -v shows everything. (A fresh process: pytest
+    records warnings itself.)"""
+    code = (
+        "import logging, os, sys, warnings\n"
+        "from mobilenets.cli.common import quiet_third_party\n"
+        "from mobilenets.weights.core import _warn\n"
+        "lib = compile('import warnings\\nwarnings.warn(\"deprecated thing\", FutureWarning)', "
+        "'/site-packages/somelib/mod.py', 'exec')\n"
+        "warnings.simplefilter('always')\n"
+        "with quiet_third_party(sys.argv[1] == 'verbose', native=True):\n"
+        "    os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "    print('python-level chatter', file=sys.stderr)\n"
+        "    logging.getLogger('litert_torch').warning('converter chatter')\n"
+        "    exec(lib, {})\n"
+        "    _warn('x.h5: the weights were trained with tf_padding=True')\n"
+    )
+    for verbose in (False, True):
+        r = subprocess.run([sys.executable, "-c", code, "verbose" if verbose else "quiet"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "tf_padding=True" in r.stderr  # ours, always
+        for noise in ("XNNPACK delegate", "python-level chatter", "converter chatter", "deprecated thing"):
+            assert (noise in r.stderr) == verbose, (verbose, noise, r.stderr)
+
+
+@pytest.mark.slow
+def test_tflite_export_prints_only_its_report(tmp_path):
+    """A real TFLite export through the command: stdout is the report, stderr is empty (litert-torch's
+    progress, absl's and TensorFlow Lite's C++ lines, torch's warnings all hidden)."""
+    pytest.importorskip("litert_torch")
+    from mobilenets import create_model, save_checkpoint
+
+    save_checkpoint(create_model("mobilenet_v1", width=0.25, num_classes=4), tmp_path / "ck.safetensors")
+    r = subprocess.run([sys.executable, "-m", "mobilenets", "export", "--weights", str(tmp_path / "ck.safetensors"),
+                        "--format", "tflite", "--input-size", "32", "-o", str(tmp_path / "m.tflite")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "" and r.stdout.startswith("wrote ") and len(r.stdout.splitlines()) == 3, (r.stdout, r.stderr)

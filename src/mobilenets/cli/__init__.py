@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..errors import MobileNetsError, one_line
 from . import deploy, detection, models, segmentation, train, weights
-from .common import HelpFormatter, format_table
+from .common import HelpFormatter, add_verbose, format_table, quiet_third_party
 
 __all__ = ["main", "build_parser", "format_table"]
 
@@ -45,16 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="mobilenets", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mobilenets {__version__}")
+    add_verbose(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in _GROUPS:
         group.add_commands(sub)
+    for command in sub.choices.values():
+        add_verbose(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with quiet_third_party(args.verbose, native=getattr(args, "native_output", False)):
+            return int(args.handler(args) or 0)
     except (MobileNetsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         print(f"mobilenets {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2

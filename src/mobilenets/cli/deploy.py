@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
     p.add_argument("--static-batch", action="store_true", help="fix the batch at 1 even where the format allows any")
     p.add_argument("--threads", type=int_range(1, 1024), default=2, help="CPU threads for the verification run")
     add_refresh(p)
-    p.set_defaults(handler=_export)
+    p.set_defaults(handler=_export, native_output=True)  # the runtimes' own lines: hidden unless -v
 
     p = sub.add_parser("bench", help="latency and throughput of our exports and PyTorch paths against torchvision's")
     p.add_argument("--model", action="append", metavar="NAME",
@@ -71,4 +71,4 @@ def add_commands(sub) -> None:
     p.add_argument("--skip", action="append", metavar="RUNTIME",
                    help=f"leave out a runtime: {', '.join(BENCH_RUNTIMES)} (repeatable)")
     p.add_argument("--out-dir", default="benchmarks/results", help="where the JSON and PNG go")
-    p.set_defaults(handler=_bench)
+    p.set_defaults(handler=_bench, native_output=True)
