@@ -295,3 +295,16 @@ def test_tflite_export_prints_only_its_report(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "" and r.stdout.startswith("wrote ") and len(r.stdout.splitlines()) == 3, (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("flags,needles", [
+    (["--format", "onnx", "--int8"], ["--int8 needs calibration images", "--calib DIR"]),
+    (["--format", "torchscript", "--int8", "--calib", "digits"], ["--int8 works with --format onnx", "torchscript"]),
+    (["--format", "onnx", "--calib", "digits"], ["--calib is for --int8", "--eval DIR"]),
+])
+def test_export_int8_errors_name_the_flags(small, tmp_path, capsys, flags, needles):
+    """export's int8 mistakes are told in the command's flags (not the library's calib=), before any work."""
+    rc, out, err = cli(capsys, "export", "--weights", small / "ck.safetensors", "-o", tmp_path / "m.onnx", *flags)
+    line = one_error_line(err, "export")
+    assert rc == 2 and all(n in line for n in needles) and "calib=" not in line and "pass calib" not in line, line
+    assert not out and not list(tmp_path.iterdir())

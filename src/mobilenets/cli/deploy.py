@@ -7,9 +7,25 @@ import argparse
 from .common import add_refresh, int_range, model_name, model_names, output_path
 
 
+def _check_int8_flags(args: argparse.Namespace) -> None:
+    """The int8 flags' combinations, refused in the command's own words (the library's messages name its
+    keyword arguments, ``calib=``)."""
+    from ..errors import MobileNetsError
+    from ..export.options import INT8_FORMATS
+
+    if args.int8 and args.format not in INT8_FORMATS:
+        raise MobileNetsError(f"--int8 works with --format {', '.join(INT8_FORMATS)}, not --format {args.format}")
+    if args.int8 and args.calib is None:
+        raise MobileNetsError("--int8 needs calibration images: add --calib DIR (an image folder) or --calib digits")
+    if args.calib is not None and not args.int8:
+        raise MobileNetsError("--calib is for --int8 (calibration images); to measure an fp32 export's accuracy "
+                              "pass --eval DIR")
+
+
 def _export(args: argparse.Namespace) -> int:
     from ..export import export_model
 
+    _check_int8_flags(args)
     report = export_model(
         args.weights, args.output, format=args.format, int8=args.int8, calib=args.calib, eval_data=args.eval,
         input_size=args.input_size, dynamic_batch=not args.static_batch, num_threads=args.threads,
@@ -44,7 +60,8 @@ def add_commands(sub) -> None:
                         "folder)")
     p.add_argument("--int8", action="store_true",
                    help="post-training static int8 quantization (onnx, tflite, executorch; classifiers only)")
-    p.add_argument("--calib", metavar="DIR", help="calibration images: an image folder, or 'digits' (built-in)")
+    p.add_argument("--calib", metavar="DIR", help="with --int8: calibration images, an image folder or 'digits' "
+                                                  "(built-in)")
     p.add_argument("--eval", "--data", dest="eval", metavar="DIR",
                    help="classifiers: labelled images (class sub-folders, or 'digits') to report top-1 agreement "
                         "and accuracy on (default: --calib); detectors / segmenters: the dataset root whose val "

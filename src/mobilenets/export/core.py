@@ -28,12 +28,12 @@ from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
 from . import dense
 from .data import ImageSet, load_images
 from .fuse import fold_batchnorm
+from .options import INT8_FORMATS
 from .runtimes import FORMATS, METADATA_FILE, METADATA_METHOD, SUFFIXES, load_artifact, require, write_metadata
 
 __all__ = ["ExportReport", "export_model", "default_output", "FP32_RTOL", "INT8_FORMATS"]
 
 FP32_RTOL = 1e-4  # fp32 artifacts: max |diff| <= FP32_RTOL * max |logit| (the acceptance bound)
-INT8_FORMATS = ("onnx", "tflite", "executorch")
 MAX_DYNAMIC_BATCH = 64  # ExecuTorch plans memory for an upper bound on the batch
 
 

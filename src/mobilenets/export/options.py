@@ -3,11 +3,12 @@ line's ``--help`` reads them without importing torch or a runtime (the modules u
 
 from __future__ import annotations
 
-__all__ = ["FORMATS", "SUFFIXES", "EXTRAS", "DEFAULT_CHECK_IMAGES", "BENCH_RUNTIMES", "BENCH_MODELS",
+__all__ = ["FORMATS", "SUFFIXES", "EXTRAS", "INT8_FORMATS", "DEFAULT_CHECK_IMAGES", "BENCH_RUNTIMES", "BENCH_MODELS",
            "DENSE_MODELS"]
 
 FORMATS = ("onnx", "tflite", "executorch", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "torchscript": ".pt"}
+INT8_FORMATS = ("onnx", "tflite", "executorch")  # post-training int8 (export.core)
 # the pip extra that provides each format's exporter and runtime
 EXTRAS = {"onnx": "onnx", "tflite": "tflite-export", "executorch": "executorch", "torchscript": None}
 DEFAULT_CHECK_IMAGES = 32  # val images the dense verification runs on (export.dense)
