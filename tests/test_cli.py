@@ -308,3 +308,10 @@ def test_export_int8_errors_name_the_flags(small, tmp_path, capsys, flags, needl
     line = one_error_line(err, "export")
     assert rc == 2 and all(n in line for n in needles) and "calib=" not in line and "pass calib" not in line, line
     assert not out and not list(tmp_path.iterdir())
+
+
+def test_export_refuses_another_formats_suffix(small, tmp_path, capsys):
+    rc, out, err = cli(capsys, "export", "--weights", small / "ck.safetensors", "--format", "onnx",
+                       "-o", tmp_path / "m.tflite")
+    line = one_error_line(err, "export")
+    assert rc == 2 and "name it m.onnx" in line and not list(tmp_path.iterdir())

@@ -339,6 +339,18 @@ def default_output(source: str | os.PathLike, format: str, *, int8: bool = False
     return Path(Path(source_name(source)).stem + ("_int8" if int8 else "") + SUFFIXES[format])
 
 
+# suffixes that say what a file holds: an export named with another format's (or a weights file's) is refused
+_TELLING_SUFFIXES = {*SUFFIXES.values(), ".pth", ".safetensors", ".h5", ".keras"}
+
+
+def _check_suffix(path: Path, format: str) -> None:
+    """``m.tflite`` must not receive ONNX bytes: a suffix naming another format is refused (names the format
+    does not claim, ``m.bin``, are left to the caller)."""
+    if path.suffix.lower() in _TELLING_SUFFIXES and path.suffix.lower() != SUFFIXES[format]:
+        raise MobileNetsError(f"{path}: a {format} export named {path.suffix}, the suffix of another kind of file; "
+                              f"name it {path.with_suffix(SUFFIXES[format]).name}")
+
+
 def _check_options(*, input_size, calib_size, eval_size, min_int8_agreement, num_threads, check_images) -> None:
     def integer(v, lo, hi) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
@@ -428,6 +440,7 @@ def export_model(
             raise MobileNetsError("an output path is needed when exporting a model object")
         path = default_output(model_or_ckpt, format, int8=int8)
     path = output_file(path, f"{format} file")
+    _check_suffix(path, format)
     model, name, prep, class_names = _resolve(model_or_ckpt, refresh)
     task = dense.task_of(model)
     if task != "classification" and int8:
