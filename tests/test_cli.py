@@ -73,7 +73,8 @@ def test_help_imports_no_torch():
         "        except SystemExit as e:\n"
         "            assert e.code == 0, (argv, e.code)\n"
         "    assert 'usage: mobilenets' in out.getvalue(), argv\n"
-        "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy', 'onnxruntime', 'executorch') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy', 'onnxruntime', 'executorch')\n"
+        "               if m in sys.modules)\n"
         "print('heavy:', heavy)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -151,10 +151,10 @@ def test_failed_check_fails_the_export(tmp_path, monkeypatch):
     """A file that computes something else must not pass: the check raises and nothing is written."""
     from mobilenets.export import core
 
-    def wrong(model, x, path, dynamic):
+    def wrong(model, x, path, dynamic, metadata=None):
         other = small("mobilenet_v3_small")
         other.classifier.bias.data += 1.0
-        core._write_torchscript(fold_batchnorm(other), x, path, dynamic)
+        core._write_torchscript(fold_batchnorm(other), x, path, dynamic, metadata=metadata)
 
     monkeypatch.setitem(core._WRITERS, "torchscript", wrong)
     with pytest.raises(MobileNetsError, match="check failed"):

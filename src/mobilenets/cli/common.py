@@ -185,6 +185,7 @@ def _native_stderr_captured():
     real = os.dup(2)
     captured = tempfile.TemporaryFile()
     os.dup2(captured.fileno(), 2)
+
     def stream(fd: int) -> io.TextIOWrapper:
         return io.TextIOWrapper(os.fdopen(os.dup(fd), "wb", buffering=0), encoding="utf-8",
                                 errors="backslashreplace", line_buffering=True)
@@ -192,7 +193,7 @@ def _native_stderr_captured():
     sys.stderr, real_stream = stream(2), stream(real)
     try:
         yield real_stream
-    except MobileNetsError:
+    except (MobileNetsError, KeyboardInterrupt):
         raise
     except BaseException:  # a crash, not a user error: what the libraries said may explain it
         sys.stderr.flush()
