@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import MobileNetsError, existing_file, one_line, output_file
+from .errors import MobileNetsError, existing_file, file_mode, one_line, output_file
 from .model import ModelConfig
 from .preprocess import IMAGENET, Preprocessing
 
-__all__ = ["CheckpointMeta", "save_checkpoint", "read_checkpoint", "load_checkpoint", "atomic_write", "file_mode"]
+__all__ = ["CheckpointMeta", "save_checkpoint", "read_checkpoint", "load_checkpoint", "atomic_write"]
 
 FORMAT = "mobilenets.checkpoint/1"
 
@@ -129,26 +129,6 @@ def _check_config(cfg: ModelConfig) -> None:
     options = {k: v for k, v in cfg.to_dict().items() if k != "name"}
     with torch.device("meta"):
         create_model(cfg.name, **options)
-
-
-def file_mode() -> int:
-    """The mode ``open(path, "w")`` gives a new file under the process umask (0o644 under the usual 022): what
-    files written through a temp file (``tempfile.mkstemp`` makes them 0o600) are given before their rename."""
-    return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask can only be read by setting it, which would race
-    with files other threads create): /proc on Linux, else the set-and-restore fallback."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write(path: Path | str, write) -> None:

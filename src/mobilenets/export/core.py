@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import file_mode
-from ..errors import MobileNetsError, output_file
+from ..errors import MobileNetsError, file_mode, output_file
 from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
 from . import dense
 from .data import ImageSet, load_images
