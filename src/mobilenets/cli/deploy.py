@@ -49,7 +49,11 @@ def add_commands(sub) -> None:
     from ..export.options import BENCH_MODELS, BENCH_RUNTIMES, DEFAULT_CHECK_IMAGES, DENSE_MODELS, FORMATS, SUFFIXES
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX / TFLite / ExecuTorch / TorchScript, verified "
-                                      "in its runtime")
+                                      "in its runtime",
+                       description="Fold batch norm, write the file, run it in its runtime against PyTorch; a file "
+                                   "that disagrees is not written. Every file carries its class names and "
+                                   "preprocessing (layout, RGB order, resize / crop, scaling) in the format's "
+                                   "metadata slot, under the key 'mobilenets'.")
     p.add_argument("--weights", required=True, metavar="CKPT",
                    help="a mobilenets checkpoint, or any weights file 'mobilenets convert' reads")
     p.add_argument("--format", required=True, choices=FORMATS,
