@@ -180,19 +180,16 @@ def _read_checkpoint(path: Path | str):
 
     path = existing_file(path, "a checkpoint file")
     exported = exported_model_kind(path)  # before read_weights: no torch.load of a TorchScript archive
-    if exported is None:
-        read = read_weights(path)
-        if read.meta is not None:
-            return read
-        if read.info.format == "tflite":
-            exported = exported_model_kind(path)
     if exported is not None:
         raise MobileNetsError(f"{path}: an exported {exported} model, not a mobilenets checkpoint: use the checkpoint "
                               "it was exported from ('mobilenets export --weights CKPT --format F --eval DIR' "
                               "reports the exported file's accuracy)")
-    name = _FORMAT_NAMES.get(read.info.format, read.info.format)
-    raise MobileNetsError(f"{path}: {name} weights, not a mobilenets checkpoint (no '{FORMAT}' metadata): "
-                          f"'mobilenets convert {path.name} {path.stem}.safetensors' writes one")
+    read = read_weights(path)
+    if read.meta is None:
+        name = _FORMAT_NAMES.get(read.info.format, read.info.format)
+        raise MobileNetsError(f"{path}: {name} weights, not a mobilenets checkpoint (no '{FORMAT}' metadata): "
+                              f"'mobilenets convert {path.name} {path.stem}.safetensors' writes one")
+    return read
 
 
 def load_checkpoint(path: Path | str) -> tuple[nn.Module, CheckpointMeta]:
