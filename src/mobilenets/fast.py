@@ -18,16 +18,18 @@ what cannot work on this machine into one :class:`~mobilenets.errors.MobileNetsE
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import MobileNetsError, one_line
+
+if TYPE_CHECKING:  # torch is imported where the work is done: the CLI builds its parser from this module
+    import torch
+    from torch import nn
 
 __all__ = ["InferenceOptions", "FastModel", "prepare_for_inference", "PRECISIONS"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch dtype names
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ class InferenceOptions:
 
     @property
     def dtype(self) -> torch.dtype:
-        return _DTYPES[self.precision]
+        import torch
+
+        return getattr(torch, _DTYPES[self.precision])
 
     def check_device(self, device: torch.device) -> None:
         """A one-line error for an option this device cannot run."""
@@ -63,6 +67,8 @@ class InferenceOptions:
 def _foldable(model: nn.Module) -> None:
     """fold_batchnorm pairs every BatchNorm2d with the conv before it; a subclass that does more (timm's
     BatchNormAct2d applies an activation too) would lose that: refuse instead of computing something else."""
+    from torch import nn
+
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) is not nn.BatchNorm2d:
             raise MobileNetsError(f"cannot fold {type(m).__name__} {name!r} (only plain BatchNorm2d after a conv); "
@@ -79,6 +85,8 @@ class _CudaGraphs:
         self.graphs: dict[tuple, tuple] = {}
 
     def __call__(self, x: torch.Tensor):
+        import torch
+
         key = (tuple(x.shape), x.dtype, x.stride())
         if key not in self.graphs:
             static_in = x.clone(memory_format=torch.preserve_format)
@@ -111,6 +119,8 @@ class FastModel:
         return self.options.dtype
 
     def _to_float(self, out):
+        import torch
+
         copy = self.options.cuda_graphs  # a graph's output buffer is reused by the next replay
         if isinstance(out, torch.Tensor):
             return out.float() if out.dtype != torch.float32 or not copy else out.clone()
@@ -120,8 +130,15 @@ class FastModel:
             return {k: self._to_float(v) for k, v in out.items()}
         return out
 
-    @torch.inference_mode()
     def __call__(self, x: torch.Tensor):
+        import torch
+
+        with torch.inference_mode():
+            return self._call(x)
+
+    def _call(self, x: torch.Tensor):
+        import torch
+
         fmt = torch.channels_last if self.options.channels_last and x.dim() == 4 else torch.contiguous_format
         x = x.to(self.device, self.options.dtype, non_blocking=True).contiguous(memory_format=fmt)
         if not self._first:
@@ -149,6 +166,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str = "cpu",
     >>> logits = fast(images)  # float32, on the GPU
     """
     import copy
+
+    import torch
 
     from .device import resolve_device
 

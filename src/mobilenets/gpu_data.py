@@ -28,13 +28,13 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import MobileNetsError
+from .training.config import DECODE_MODES
 
 __all__ = ["DECODE_MODES", "resolve_decode", "EncodedImages", "DevicePipeline", "DeviceBatches", "device_feed",
            "decode_images"]
 
 log = logging.getLogger("mobilenets")
 
-DECODE_MODES = ("auto", "cpu", "device")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 

@@ -11,7 +11,6 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import MobileNetsError
-from ..gpu_data import DECODE_MODES
 from ..preprocess import IMAGENET, Preprocessing
 
 __all__ = ["TrainConfig", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS", "DENSE_AUGMENTS", "SCHEDULES",
@@ -23,6 +22,7 @@ AUGMENTS = ("none", "randaugment", "trivialaugment")  # classification
 DENSE_AUGMENTS = ("full", "light")  # detection / segmentation: the papers' geometric recipe, or flip + colour only
 SCHEDULES = ("cosine", "poly")
 HEADS = ("paper", "torchvision")
+DECODE_MODES = ("auto", "cpu", "device")  # classification: where images are decoded (mobilenets.gpu_data)
 
 # Per-task defaults of the fields left None. Classification: V3-Small on the built-in digits at 64x64 (>= 95% val
 # top-1 in about a minute on 2 CPU cores). Detection / segmentation: V3-Small SSDLite / LR-ASPP ("paper" heads)

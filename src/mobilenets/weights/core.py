@@ -541,10 +541,16 @@ def convert_weights(source: str | os.PathLike, destination: str | os.PathLike, *
                     sha256: str | None = None, refresh: bool = False) -> LoadReport:
     """Write the weights in ``source`` (any supported format) as a mobilenets checkpoint at ``destination``
     (atomically), with the model config, the class names (ImageNet for 1000/1001-class files) and the
-    preprocessing the weights need. Returns the :class:`LoadReport` of the load."""
+    preprocessing the weights need. Returns the :class:`LoadReport` of the load.
+
+    The checkpoint is a safetensors file: a ``destination`` not named ``*.safetensors`` (``out.pth``, which
+    readers would take for a pickle) is refused before anything is read, naming the right name."""
     from ..checkpoint import CheckpointMeta, save_checkpoint
 
     destination = output_file(destination, "checkpoint")
+    if destination.suffix.lower() != ".safetensors":
+        raise MobileNetsError(f"{destination}: a mobilenets checkpoint is a safetensors file; name it "
+                              f"{destination.with_suffix('.safetensors').name}")
     _check_flag(keep_background, "keep_background")
     read = read_weights(source, name=name, width=width, tf=tf, sha256=sha256, refresh=refresh)
     model, report = _build(read, num_classes=None, keep_background=keep_background, options={})
