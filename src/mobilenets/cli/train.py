@@ -7,13 +7,33 @@ import argparse
 from .common import float_range, format_table, int_range, model_name, output_path, setup_logging
 
 
+class _Default:
+    """An option's default as the parser holds it, so a handler can tell the options given on the command line
+    (what ``--resume`` must honour; an absent ``--model`` lets ``--weights`` name the model)."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __str__(self) -> str:  # %(default)s in help texts
+        return str(self.value)
+
+    __repr__ = __str__
+
+
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from ..training import TrainConfig, train
 
     setup_logging()
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given = {k for k, v in values.items() if not isinstance(v, _Default)} | {"task"}
+    values = {k: v.value if isinstance(v, _Default) else v for k, v in values.items()}
+    if values["resume"]:  # the run's saved config, with only what was asked for changed
+        values = {k: values[k] for k in given}
+    elif values["weights"] and "model" not in given:  # the model (and width) the weights file holds
+        values["model"] = None
+    config = TrainConfig(**values)
     train(config)  # logs its progress and, at the end, the best checkpoint (rank 0 only under torchrun)
     return 0
 
@@ -135,6 +155,9 @@ def _add_train_parser(sub, task: str) -> None:
     p.add_argument("--output", metavar="DIR", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its saved config is used)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    for action in p._actions:  # mark the defaults (see _Default)
+        if action.dest not in ("help", "task", "handler"):
+            action.default = _Default(action.default)
 
 
 def add_commands(sub) -> None:
