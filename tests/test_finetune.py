@@ -172,3 +172,154 @@ def test_precise_bn_recomputes_statistics_and_restores_modes():
 def test_fresh_layers_are_neither_folded_nor_missing():
     model = mobilenets.create_model("mobilenet_v2", width=0.35, num_classes=3)
     assert folded_batchnorms(model) == [] and missing_statistics(model) == []
+
+
+# ------------------------------------------------------------------------------------- resume and extend
+def _rows(out: Path) -> list[dict]:
+    import csv
+
+    with open(out / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(folder, tmp_path_factory) -> Path:
+    """A finished 1-epoch run (not to be changed by the tests that use it)."""
+    return mobilenets.train(tiny(folder, tmp_path_factory.mktemp("run") / "one", epochs=1, threads=2,
+                                 warmup_epochs=0)).output
+
+
+@pytest.mark.slow
+def test_resume_extends_a_finished_run_on_the_longer_schedule(folder, one_epoch_run, tmp_path, capsys):
+    from mobilenets.cli import main
+
+    run = tmp_path / "one"
+    run.mkdir()
+    for name, data in _files(one_epoch_run).items():
+        (run / name).write_bytes(data)
+    straight = mobilenets.train(tiny(folder, tmp_path / "three", epochs=3, warmup_epochs=0))
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--threads", "1", "--workers", "1",
+                 "--device", "cpu", "--no-progress"]) == 0
+    log = (run / "train.log").read_text()
+    assert "epochs 1 -> 3: the cosine schedule is re-planned over 3 epochs and continues at step" in log
+    assert "resumed" in log and "after epoch 1 of 3" in log
+    rows = _rows(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    # the added epochs train at the 3-epoch schedule's learning rates (the 1-epoch run's had decayed to 0)
+    assert float(rows[0]["lr"]) == 0.0
+    for i in (1, 2):
+        assert float(rows[i]["lr"]) == pytest.approx(straight.history[i]["lr"], rel=1e-6)
+    assert float(rows[1]["lr"]) > 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["epochs"] == 3 and saved["threads"] == 1 and saved["workers"] == 1 and saved["device"] == "cpu"
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 3
+
+    # a finished run resumed as it is: nothing to do, said so
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "nothing left to train (--epochs N extends it)" in (run / "train.log").read_text()
+    assert [int(r["epoch"]) for r in _rows(run)] == [1, 2, 3]
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the run has already trained 3 epochs; --epochs must be at least 3, got 2" in err
+    assert len(err.strip().splitlines()) == 1 and _files(run) == before
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--model", "mobilenet_v2"], "--model"), (["--batch-size", "4"], "--batch-size"),
+    (["--resolution", "48"], "--resolution"), (["--lr", "0.5", "--seed", "3"], "--lr"), (["--opt", "sgd"], "--opt"),
+    (["--epochs", "0"], "--epochs"),  # argparse: not a valid epoch count
+])
+def test_resume_refuses_what_it_cannot_honour(one_epoch_run, flags, named, capsys):
+    from mobilenets.cli import main
+
+    before = _files(one_epoch_run)
+    with pytest.raises(SystemExit) if flags == ["--epochs", "0"] else _nothing():
+        rc = main(["train", "--resume", str(one_epoch_run), *flags, "--no-progress"])
+        assert rc == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err and "Traceback" not in err
+    if flags[0] != "--epochs":
+        assert "cannot change" in err and (flags[0] != "--lr" or "--seed" in err)
+    assert _files(one_epoch_run) == before
+
+
+def test_resume_accepts_the_values_the_run_has_and_refuses_others_in_the_library(folder, one_epoch_run):
+    from dataclasses import replace
+
+    same = replace(tiny(folder, one_epoch_run, epochs=1, threads=2, warmup_epochs=0), resume=str(one_epoch_run))
+    before = _files(one_epoch_run)
+    result = mobilenets.train(same)  # every value as the run has it: nothing to change, nothing to train
+    assert [r["epoch"] for r in result.history] == [1]
+    with pytest.raises(MobileNetsError, match=r"cannot change --model \('mobilenet_v3_small' in the run, "
+                                              r"'mobilenet_v2' asked\)"):
+        mobilenets.train(replace(same, model="mobilenet_v2"))
+    assert {k: v for k, v in _files(one_epoch_run).items() if k not in ("train.log", "config.json")} == \
+        {k: v for k, v in before.items() if k not in ("train.log", "config.json")}
+
+
+# ------------------------------------------------------------------------------ --weights names the model
+def test_weights_name_the_model_and_width_when_no_model_is_given(folder, tmp_path, capsys):
+    from mobilenets.cli import main
+
+    v2 = save_checkpoint(mobilenets.create_model("mobilenet_v2", width=0.35, num_classes=10),
+                         tmp_path / "v2.safetensors")
+    cfg = TrainConfig(weights=str(v2))
+    assert (cfg.model, cfg.width) == ("mobilenet_v2", 0.35)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--weights", str(v2), "--resolution", "32", "--epochs", "1",
+                 "--batch-size", "8", "--crop-pct", "1", "--precise-bn", "16", "--output", str(out),
+                 "--no-progress"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["model"], saved["width"]) == ("mobilenet_v2", 0.35)
+    # a model (or width) given explicitly is still checked against the file, in one line
+    assert main(["train", "--data", str(folder), "--weights", str(v2), "--model", "mobilenet_v3_small",
+                 "--output", str(tmp_path / "r2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "weights of mobilenet_v2 width 0.35, not mobilenet_v3_small width 1" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r2").exists()
+    with pytest.raises(MobileNetsError, match="not mobilenet_v2 width 0.5"):
+        mobilenets.train(TrainConfig(weights=str(v2), width=0.5, data=str(folder), resolution=32,
+                                     output=str(tmp_path / "r3"), progress=False))
+
+
+def test_weights_of_a_missing_file_is_one_line(tmp_path):
+    with pytest.raises(MobileNetsError):
+        TrainConfig(weights=str(tmp_path / "nope.safetensors"))
+
+
+# ------------------------------------------------------------------------------------------------ --device
+def _gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _absent_devices() -> list[str]:
+    return [f"cuda:{_gpus()}", "cuda:99"] + (["cuda", "cuda:0"] if _gpus() == 0 else [])
+
+
+@pytest.mark.parametrize("spec", _absent_devices() + ["tpu", "cuda:x"])
+def test_absent_or_bad_device_is_one_line_and_leaves_nothing(folder, tmp_path, spec, capsys):
+    from mobilenets.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--device", spec, "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and repr(spec) in err
+    if spec != "cuda:x" and spec.startswith("cuda"):
+        assert "GPU" in err  # "no CUDA GPU is visible" / "only N GPU(s) visible"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("spec", ["cpu", "auto", "cuda", "cuda:0"])
+def test_train_runs_on_each_device(folder, tmp_path, spec):
+    if spec.startswith("cuda") and _gpus() == 0:
+        pytest.skip("no CUDA GPU visible")
+    result = mobilenets.train(tiny(folder, tmp_path / "run", epochs=1, device=spec, precise_bn=16))
+    want = "cuda" if spec.startswith("cuda") or (spec == "auto" and _gpus()) else "cpu"
+    assert f"on {want}" in (result.output / "train.log").read_text()
+    assert result.best_checkpoint.is_file() and 0 <= result.best_metric <= 100

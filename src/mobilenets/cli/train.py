@@ -116,6 +116,9 @@ def _add_train_parser(sub, task: str) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate decay after warmup")
     p.add_argument("--ema-decay", type=float_range(0, 0.999999), default=d.ema_decay,
                    help="EMA of weights per step (0: off)")
+    p.add_argument("--precise-bn", type=int_range(0, 10_000_000), default=d.precise_bn, metavar="N",
+                   help="before each evaluation, recompute the batch-norm statistics from N training images "
+                        f"(default {d.precise_bn}; 0: use the running statistics)")
     p.add_argument("--hflip", type=float_range(0, 1), default=d.hflip,
                    help="flip probability (default 0.5; 0 for digits)")
     if task == "classification":

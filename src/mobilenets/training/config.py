@@ -87,10 +87,10 @@ class TrainConfig:
     weights: str | None = None  # classification: fine-tune from these weights (new classifier); detection /
     #                             segmentation: initialise the backbone from classification weights
     freeze_backbone: bool = False  # train the head only
-    precise_bn: int | None = None  # before each evaluation, recompute the batch-norm statistics from this many
-    #                                training images (a precise-BN pass: train mode, cumulative average, no
-    #                                gradient); 0: off. None: EXPERIMENT
-    bn_warmup: bool = False  # EXPERIMENT: cumulative averaging of BN statistics until momentum catches up
+    precise_bn: int = 256  # before each evaluation, recompute the batch-norm statistics (model and EMA) from this
+    #                        many training images: a precise-BN pass (train mode, cumulative average, no
+    #                        gradient, RNGs untouched); 0: evaluate with the running statistics. See
+    #                        training/batchnorm.py and the README's fine-tuning section for what it fixes and costs
     strict: bool = False  # an unreadable image is an error instead of a skipped, counted file
     output: str | None = None  # run folder; None: runs/<model>-<UTC time>
     resume: str | None = None  # a run folder (or its last.pt) to continue; its saved config is used
@@ -153,6 +153,8 @@ class TrainConfig:
              f"samples must be in [1, 10000000], got {self.samples}"),
             (self.samples is None or (self.data is None and self.task != "classification"),
              "samples sizes the built-in shapes set (detection / segmentation without --data)"),
+            (isinstance(self.precise_bn, int) and 0 <= self.precise_bn <= 10_000_000,
+             f"precise bn must be a number of images in [0, 10000000], got {self.precise_bn}"),
             (self.threads is None or (isinstance(self.threads, int) and 1 <= self.threads <= 1024),
              f"threads must be in [1, 1024], got {self.threads}"),
             (isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}"),

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +27,7 @@ from ..checkpoint import CheckpointMeta, atomic_write, save_checkpoint
 from ..errors import MobileNetsError
 from ..tasks import EvalContext, Task, get_task
 from .config import TrainConfig
+from .batchnorm import batchnorms
 from .distributed import Dist, barrier, gather_objects, init_distributed
 from .optim import make_optimizer, make_schedule
 from .records import tensorboard_scalars, write_csv, write_curves
@@ -165,16 +169,15 @@ class _Run:
         if c.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
+        self._loaders()
+        self.ctx = EvalContext(self.device, self.amp_dtype, c.channels_last, dist.rank, dist.world)
+        if self.info is not None and self.state is None:
+            self._fix_loaded_statistics()
         self.ema = None
         if c.ema_decay > 0:
             from torch.optim.swa_utils import AveragedModel
 
             self.ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(c.ema_decay), use_buffers=True)
-        self._loaders()
-        self.ctx = EvalContext(self.device, self.amp_dtype, c.channels_last, dist.rank, dist.world)
-        import os
-        if self.info is not None and self.state is None and not os.environ.get("NO_UNFOLD"):
-            self._fix_loaded_statistics()
         net = model
         if dist.world > 1:
             if c.sync_bn:
@@ -182,6 +185,8 @@ class _Run:
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = net
+        # every batch norm's own momentum (after any SyncBatchNorm conversion), for the warm-up in _train_epoch
+        self.bn_momenta = {m: m.momentum for m in batchnorms(model).values() if m.momentum is not None}
         self.optimizer = make_optimizer(c, model)
         self.scheduler = make_schedule(c, self.optimizer, len(self.train_loader))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -225,6 +230,16 @@ class _Run:
         for x, _ in loader:
             yield self.ctx.inputs(x)
 
+    @contextmanager
+    def _rng_kept(self):
+        """Batch-norm passes draw training augmentations, but must not change the training that follows:
+        every RNG they touch is restored afterwards (a run trains the same with or without them)."""
+        py, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[self.device.index] if self.device.type == "cuda" else []):
+            yield
+        random.setstate(py)
+        np.random.set_state(np_state)
+
     def _forward(self, model):
         def run(x):
             with self.ctx.autocast():
@@ -241,14 +256,17 @@ class _Run:
         images = max(c.precise_bn or 0, FIX_STATS_IMAGES)
         if folded:
             t0 = time.perf_counter()
-            n = unfold_batchnorm(model, folded, self._bn_batches(images, 1), forward=self._forward(model),
-                                 world=self.dist.world)
+            with self._rng_kept():
+                n = unfold_batchnorm(model, folded, self._bn_batches(images, 1), forward=self._forward(model),
+                                     world=self.dist.world)
             log.info("%s: %d batch norms hold folded statistics (%s weights fold them into the convolutions): "
                      "unfolded with the statistics of %d training images (same eval-mode function; %.1fs)",
                      c.weights, len(folded), self.info.format, n, time.perf_counter() - t0)
         if missing:
             t0 = time.perf_counter()
-            n = precise_bn(model, self._bn_batches(images, 2), forward=self._forward(model), world=self.dist.world)
+            with self._rng_kept():
+                n = precise_bn(model, self._bn_batches(images, 2), forward=self._forward(model),
+                               world=self.dist.world)
             log.info("%s: %d batch norms have no running statistics: recomputed from %d training images (%.1fs)",
                      c.weights, len(missing), n, time.perf_counter() - t0)
 
@@ -260,14 +278,11 @@ class _Run:
         if not c.precise_bn:
             return 0.0
         t0 = time.perf_counter()
-        scope = self.task.head_modules(self.model) if c.freeze_backbone else None
-        precise_bn(self.model, self._bn_batches(c.precise_bn, 100 + epoch), forward=self._forward(self.model),
-                   modules=scope, world=self.dist.world)
-        if self.ema is not None:
-            ema = self.ema.module
-            scope = self.task.head_modules(ema) if c.freeze_backbone else None
-            precise_bn(ema, self._bn_batches(c.precise_bn, 100 + epoch), forward=self._forward(ema),
-                       modules=scope, world=self.dist.world)
+        for model in [self.model] + ([self.ema.module] if self.ema is not None else []):
+            scope = self.task.head_modules(model) if c.freeze_backbone else None  # a frozen backbone's stay
+            with self._rng_kept():
+                precise_bn(model, self._bn_batches(c.precise_bn, 100 + epoch), forward=self._forward(model),
+                           modules=scope, world=self.dist.world)
         return time.perf_counter() - t0
 
     def _restore(self) -> None:
@@ -430,11 +445,12 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{c.epochs}", unit="batch", leave=False,
                disable=not (c.progress and dist.main), dynamic_ncols=True)
     t0 = time.perf_counter()
-    from .batchnorm import batchnorms
-    bns = list(batchnorms(model).values()) if c.bn_warmup else []
     for step, (x, targets) in enumerate(bar, start=epoch * len(run.train_loader)):
-        for m in bns:
-            m.momentum = max(0.1, 1.0 / (step + 1))
+        # BN statistics warm-up: a cumulative average over the first steps (momentum 1/(t+1) until it falls to
+        # the module's own), so no trace of the initial statistics (mean 0, var 1) is left after the first
+        # step; 0.1 alone leaves 0.9^t of them (15% after 18 steps: validation at chance in short runs)
+        for m, momentum in run.bn_momenta.items():
+            m.momentum = max(momentum, 1.0 / (step + 1))
         x = x.to(run.device, non_blocking=True)
         if c.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
