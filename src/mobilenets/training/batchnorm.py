@@ -126,8 +126,8 @@ def precise_bn(model: nn.Module, batches: Iterable[torch.Tensor], *, forward: Ca
                modules: Iterable[nn.Module] | None = None, world: int = 1) -> int:
     """Recompute the running statistics of the batch norms in ``modules`` (default: all of ``model``) as the
     cumulative average over ``batches`` (inputs on the model's device) in train mode: no gradient, no
-    optimizer step; other batch norms run in eval mode and keep their statistics, other modules keep their mode
-    (dropout off in a frozen backbone, say), and every mode is restored afterwards. Under torchrun
+    optimizer step; every other module runs in eval mode (no dropout: the pass is deterministic given its
+    batches; other batch norms keep their statistics) and every mode is restored afterwards. Under torchrun
     the statistics are averaged over the ranks. Returns the number of images seen (0: nothing changed)."""
     scope = list(modules) if modules is not None else [model]
     bns = list({id(m): m for s in scope for m in batchnorms(s).values()}.values())
@@ -137,8 +137,7 @@ def precise_bn(model: nn.Module, batches: Iterable[torch.Tensor], *, forward: Ca
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
     images = 0
     try:
-        for m in batchnorms(model).values():  # batch norms outside ``modules`` keep their statistics
-            m.eval()
+        model.eval()  # dropout and drop-path off, batch norms outside ``modules`` keep their statistics
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average: every batch weighs the same
