@@ -202,6 +202,24 @@ def test_two_epoch_finetune_of_published_tflite_weights_validates_like_it_trains
     assert min(ev.per_class.values()) > 50  # not one class predicted everywhere
 
 
+@pytest.mark.slow
+def test_segmenter_backbone_from_tflite_is_unfolded(pretrained_dir, tmp_path, monkeypatch):
+    """Dense tasks initialise the backbone from classification weights: folded ones are unfolded through the
+    backbone alone (the fresh head's batch norms are left to training)."""
+    pytest.importorskip("ai_edge_litert")
+    from mobilenets import shapes
+
+    monkeypatch.setitem(shapes.DEFAULT_NUM_SAMPLES, "train", 16)
+    monkeypatch.setitem(shapes.DEFAULT_NUM_SAMPLES, "val", 8)
+    result = mobilenets.train(TrainConfig(
+        task="segmentation", head="torchvision", epochs=1, batch_size=8, resolution=96,
+        weights=str(pretrained_dir / "mobilenet_v3_small_1.0_224.uint8.tflite"), precise_bn=16, threads=1, progress=False, output=str(tmp_path / "seg")))
+    log = (result.output / "train.log").read_text()
+    assert "backbone initialised from" in log
+    assert "batch norms hold folded statistics (tflite weights fold them into the convolutions): unfolded with " \
+           "the statistics of 16 training images" in log
+
+
 # ------------------------------------------------------------------------------------- resume and extend
 def _rows(out: Path) -> list[dict]:
     import csv

@@ -251,7 +251,9 @@ class _Run:
         before the first step (see batchnorm.py)."""
         from .batchnorm import folded_batchnorms, missing_statistics, precise_bn, unfold_batchnorm
 
-        c, model = self.config, self.model
+        c = self.config
+        # a detector / segmenter: the loaded weights are its backbone's, measured through the backbone alone
+        model = self.model.backbone if isinstance(getattr(self.model, "backbone", None), nn.Module) else self.model
         folded, missing = folded_batchnorms(model), missing_statistics(model)
         images = max(c.precise_bn or 0, FIX_STATS_IMAGES)
         if folded:
