@@ -213,7 +213,8 @@ def test_segmenter_backbone_from_tflite_is_unfolded(pretrained_dir, tmp_path, mo
     monkeypatch.setitem(shapes.DEFAULT_NUM_SAMPLES, "val", 8)
     result = mobilenets.train(TrainConfig(
         task="segmentation", head="torchvision", epochs=1, batch_size=8, resolution=96,
-        weights=str(pretrained_dir / "mobilenet_v3_small_1.0_224.uint8.tflite"), precise_bn=16, threads=1, progress=False, output=str(tmp_path / "seg")))
+        weights=str(pretrained_dir / "mobilenet_v3_small_1.0_224.uint8.tflite"), precise_bn=16, threads=1,
+        progress=False, output=str(tmp_path / "seg")))
     log = (result.output / "train.log").read_text()
     assert "backbone initialised from" in log
     assert "batch norms hold folded statistics (tflite weights fold them into the convolutions): unfolded with " \
