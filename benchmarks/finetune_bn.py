@@ -52,7 +52,7 @@ def _before(monkeypatch_run) -> None:
     loop._Run._prepare = prepare
 
 
-def run(data: Path, scenario: str, variant: str, seed: int, out: Path) -> dict:
+def run(data: Path, scenario: str, variant: str, seed: int, out: Path, precise_bn: int | None = None) -> dict:
     import mobilenets
     from mobilenets import TrainConfig
 
@@ -63,7 +63,8 @@ def run(data: Path, scenario: str, variant: str, seed: int, out: Path) -> dict:
         cfg = TrainConfig(data=str(data), model="mobilenet_v3_small", resolution=96, epochs=2, batch_size=32,
                           threads=1, progress=False, seed=seed, output=str(out),
                           weights=str(TFLITE) if scenario == "tflite" else None,
-                          precise_bn=0 if variant in ("before", "no-precise-bn") else TrainConfig.precise_bn)
+                          precise_bn=0 if variant in ("before", "no-precise-bn") else
+                          precise_bn if precise_bn is not None else TrainConfig.precise_bn)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -90,6 +91,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--scenarios", nargs="+", default=["tflite", "scratch"])
     p.add_argument("--variants", nargs="+", default=["before", "no-precise-bn", "default"])
+    p.add_argument("--precise-bn", type=int, help="images per precise-BN pass in the default variant (default: "
+                                                   "TrainConfig's)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -99,10 +102,12 @@ def main() -> None:
         for scenario in args.scenarios:
             for variant in args.variants:
                 for seed in range(args.seeds):
-                    row = run(data, scenario, variant, seed, Path(tmp) / f"{scenario}-{variant}-{seed}")
+                    row = run(data, scenario, variant, seed, Path(tmp) / f"{scenario}-{variant}-{seed}",
+                              args.precise_bn)
                     rows.append(row)
                     print(f"{scenario:8s} {variant:14s} seed {seed}: train {row['train_top1']:5.1f}  val "
-                          f"{row['val_top1']:5.1f}  EMA val {row['ema_val_top1']:5.1f}  best {row['best_val_top1']:5.1f}"
+                          f"{row['val_top1']:5.1f}  EMA val {row['ema_val_top1']:5.1f}  best "
+                          f"{row['best_val_top1']:5.1f}"
                           f"  | epochs {'/'.join(f'{s:.1f}' for s in row['epoch_s'])}s  precise BN "
                           f"{'/'.join(f'{s:.1f}' for s in row['precise_bn_s']) or '-'}s  unfold "
                           f"{'/'.join(f'{s:.1f}' for s in row['unfold_s']) or '-'}s", flush=True)
@@ -124,9 +129,12 @@ def main() -> None:
     if args.json:
         import torch
 
+        from mobilenets import TrainConfig
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                          "torch": torch.__version__, "threads": 1, "runs": rows,
+                                         "precise_bn": args.precise_bn or TrainConfig.precise_bn,
                                          "summary": summary}, indent=1))
 
 

@@ -151,12 +151,15 @@ def _add_train_parser(sub, task: str) -> None:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun (GPU)")
     p.add_argument("--weights", metavar="FILE",
-                   help="fine-tune from these weights (new classifier)" if task == "classification" else
+                   help="fine-tune from these weights (new classifier; without --model, the model and width are "
+                        "the file's)" if task == "classification" else
                    "initialise the backbone from classification weights (any format 'mobilenets convert' reads)")
     p.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error, not a skip")
     p.add_argument("--output", metavar="DIR", help="run folder (default runs/<model>-<time>)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its saved config is used)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder with its saved config; --epochs "
+                   "extends it (schedule re-planned), runtime flags (--threads, --workers, --device, --amp, ...) "
+                   "apply, other changes are refused")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     for action in p._actions:  # mark the defaults (see _Default)
         if action.dest not in ("help", "task", "handler"):

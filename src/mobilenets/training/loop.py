@@ -26,8 +26,8 @@ from torch import nn
 from ..checkpoint import CheckpointMeta, atomic_write, save_checkpoint
 from ..errors import MobileNetsError
 from ..tasks import EvalContext, Task, get_task
+from .batchnorm import batchnorms, folded_batchnorms, missing_statistics, precise_bn, unfold_batchnorm
 from .config import TrainConfig
-from .batchnorm import batchnorms
 from .distributed import Dist, barrier, gather_objects, init_distributed
 from .optim import make_optimizer, make_schedule
 from .records import tensorboard_scalars, write_csv, write_curves
@@ -223,7 +223,8 @@ class _Run:
         c, dist = self.config, self.dist
         per_rank = c.batch_size // dist.world
         n = min(images, len(self.data.train))
-        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(c.seed * 1000 + salt))
+        gen = torch.Generator().manual_seed((c.seed * 1_000_003 + salt) % 2**63)
+        order = torch.randperm(len(self.data.train), generator=gen)
         mine = order[:n].tolist()[dist.rank::dist.world]
         loader = DataLoader(Subset(self.data.train, mine), batch_size=min(per_rank, len(mine)) or 1,
                             drop_last=len(mine) >= per_rank, num_workers=c.workers, collate_fn=self.data.collate)
@@ -249,8 +250,6 @@ class _Run:
     def _fix_loaded_statistics(self) -> None:
         """Folded (TFLite) or missing batch-norm statistics in the loaded weights, measured on training images
         before the first step (see batchnorm.py)."""
-        from .batchnorm import folded_batchnorms, missing_statistics, precise_bn, unfold_batchnorm
-
         c = self.config
         # a detector / segmenter: the loaded weights are its backbone's, measured through the backbone alone
         model = self.model.backbone if isinstance(getattr(self.model, "backbone", None), nn.Module) else self.model
@@ -274,8 +273,6 @@ class _Run:
 
     def _precise_bn(self, epoch: int) -> float:
         """Statistics of the weights about to be evaluated (model and EMA); returns the seconds it took."""
-        from .batchnorm import precise_bn
-
         c = self.config
         if not c.precise_bn:
             return 0.0
