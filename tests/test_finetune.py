@@ -173,8 +173,8 @@ def test_fresh_layers_are_neither_folded_nor_missing():
 @pytest.mark.slow
 def test_two_epoch_finetune_of_published_tflite_weights_validates_like_it_trains(pretrained_dir, tmp_path):
     """Issue 15's scenario: the published V3-Small TFLite file (batch norm folded) fine-tuned to 4 classes at 96
-    px for 2 epochs. Before the fix: train 93-98% and val 25% (one class everywhere) over 5 seeds; measured by
-    benchmarks/finetune_bn.py, whose figures the README shows. The model is named by the file (no model given)."""
+    px for 2 epochs. Before the fix: train 93.2..97.9% and val 25.0..25.8% (one class everywhere) over 5 seeds,
+    measured by benchmarks/finetune_bn.py, whose figures the README shows. The model is named by the file."""
     pytest.importorskip("ai_edge_litert")
     data = make_photo_folder(tmp_path / "photos")
     cfg = TrainConfig(data=str(data), weights=str(pretrained_dir / "mobilenet_v3_small_1.0_224.uint8.tflite"),
@@ -184,8 +184,9 @@ def test_two_epoch_finetune_of_published_tflite_weights_validates_like_it_trains
     log = (result.output / "train.log").read_text()
     assert "34 batch norms hold folded statistics (tflite weights" in log and "precise BN" in log
     final = result.final
-    assert final["train_top1"] >= 80  # it learns in 2 epochs (measured 91.7..98.4 over 10 runs)
-    # validation within a few points of training (measured val - train: +0.8..+6.0 over 5 seeds)
+    assert final["train_top1"] >= 80  # it learns in 2 epochs (measured 91.7..98.4 over 5 seeds)
+    # validation within a few points of training (measured val - train: -0.9..+8.3 over 5 seeds with the default
+    # 256-image precise BN, -1.8..+8.3 with 128; without precise BN, unfolding alone: -21.2..+3.3)
     assert final["val_top1"] >= final["train_top1"] - 5
     assert final["ema_val_top1"] >= final["train_top1"] - 5
     # the best checkpoint is usable as saved: evaluated afresh it scores what the run logged
