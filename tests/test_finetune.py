@@ -52,10 +52,10 @@ def folder(tmp_path_factory) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ batch norm
-def _trained_like(seed: int = 0) -> nn.Module:
+def _trained_like(name: str = "mobilenet_v3_small", seed: int = 0) -> nn.Module:
     """A small model whose BN parameters and statistics are arbitrary (as trained ones are), in eval mode."""
     g = torch.Generator().manual_seed(seed)
-    model = mobilenets.create_model("mobilenet_v3_small", width=0.35, num_classes=5)
+    model = mobilenets.create_model(name, width=0.35, num_classes=5)
     with torch.no_grad():
         for m in batchnorms(model).values():
             c = m.num_features
@@ -94,8 +94,9 @@ def _fold(model: nn.Module) -> nn.Module:
     return model
 
 
-def test_unfold_keeps_the_eval_function_and_makes_train_mode_compute_it():
-    model = _fold(_trained_like())
+@pytest.mark.parametrize("name", mobilenets.list_models("classification"))
+def test_unfold_keeps_the_eval_function_and_makes_train_mode_compute_it(name):
+    model = _fold(_trained_like(name))
     x = torch.randn(48, 3, 64, 64)
     with torch.no_grad():
         published = model(x)
