@@ -9,7 +9,16 @@
 """
 
 from .config import AMP_MODES, AUGMENTS, DENSE_AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, TrainConfig
-from .loop import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS", "DENSE_AUGMENTS",
            "SCHEDULES", "HEADS"]
+
+
+def __getattr__(name: str):
+    """``train`` and ``TrainResult`` on first use: the config above is torch-free (the command line's --help
+    reads its defaults), the loop is not."""
+    if name in ("train", "TrainResult"):
+        from . import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
