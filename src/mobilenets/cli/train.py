@@ -8,17 +8,17 @@ from types import SimpleNamespace
 from .common import float_range, format_table, int_range, model_name, model_names, output_path, setup_logging
 
 
-class _Default:
-    """An option's default as the parser holds it, so a handler can tell the options given on the command line
-    (what ``--resume`` must honour; an absent ``--model`` lets ``--weights`` name the model)."""
+def _record_given(action: argparse.Action) -> None:
+    """Make ``action`` note its option in ``namespace._given`` when it is on the command line, so the handler
+    knows what was asked for (what ``--resume`` must honour; an absent ``--model`` lets ``--weights`` name the
+    model) while the parser's defaults, and the help that shows them, stay as they are."""
 
-    def __init__(self, value) -> None:
-        self.value = value
+    class Given(type(action)):
+        def __call__(self, parser, namespace, values, option_string=None):
+            namespace._given = getattr(namespace, "_given", frozenset()) | {self.dest}
+            super().__call__(parser, namespace, values, option_string)
 
-    def __str__(self) -> str:  # %(default)s in help texts
-        return str(self.value)
-
-    __repr__ = __str__
+    action.__class__ = Given
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -28,8 +28,7 @@ def _train(args: argparse.Namespace) -> int:
 
     setup_logging()
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    given = {k for k, v in values.items() if not isinstance(v, _Default)} | {"task"}
-    values = {k: v.value if isinstance(v, _Default) else v for k, v in values.items()}
+    given = set(getattr(args, "_given", ())) | {"task"}
     if values["resume"]:  # the run's saved config, with only what was asked for changed
         values = {k: values[k] for k in given}
     elif values["weights"] and "model" not in given:  # the model (and width) the weights file holds
@@ -132,7 +131,7 @@ def _add_train_parser(sub, task: str) -> None:
                    help="EMA of weights per step (0: off)")
     p.add_argument("--precise-bn", type=int_range(0, 10_000_000), default=d.precise_bn, metavar="N",
                    help="before each evaluation, recompute the batch-norm statistics from N training images "
-                        f"(default {d.precise_bn}; 0: use the running statistics)")
+                        "(0: evaluate with the running statistics)")
     p.add_argument("--hflip", type=float_range(0, 1), default=d.hflip,
                    help="horizontal flip probability (default: 0.5; 0 for the built-in digits)")
     if task == "classification":
@@ -179,9 +178,9 @@ def _add_train_parser(sub, task: str) -> None:
                    "extends it (schedule re-planned), runtime flags (--threads, --workers, --device, --amp, ...) "
                    "apply, other changes are refused")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    for action in p._actions:  # mark the defaults (see _Default)
-        if action.dest not in ("help", "task", "handler"):
-            action.default = _Default(action.default)
+    for action in p._actions:
+        if not isinstance(action, argparse._HelpAction):
+            _record_given(action)
 
 
 def add_commands(sub) -> None:
