@@ -196,6 +196,19 @@ def test_two_epoch_finetune_of_published_tflite_weights_validates_like_it_trains
     assert min(ev.per_class.values()) > 50  # not one class predicted everywhere
 
 
+def test_weights_without_statistics_get_them_from_training_images(folder, tmp_path):
+    src = _trained_like()
+    for m in batchnorms(src).values():  # trained affine parameters, statistics never tracked
+        m.reset_running_stats()
+    ckpt = save_checkpoint(src, tmp_path / "nostats.safetensors")
+    result = mobilenets.train(tiny(folder, tmp_path / "run", weights=str(ckpt), epochs=1, freeze_backbone=True,
+                                   ema_decay=0.0))
+    assert "batch norms have no running statistics: recomputed from 48 training images" in \
+        (result.output / "train.log").read_text()
+    tuned = mobilenets.load_checkpoint(result.best_checkpoint)[0]
+    assert not missing_statistics(tuned)  # the frozen backbone kept the recomputed statistics
+
+
 @pytest.mark.slow
 def test_segmenter_backbone_from_tflite_is_unfolded(pretrained_dir, tmp_path, monkeypatch):
     """Dense tasks initialise the backbone from classification weights: folded ones are unfolded through the
