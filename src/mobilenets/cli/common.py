@@ -234,9 +234,21 @@ def setup_logging() -> None:
     """Library log lines (``mobilenets`` logger) to stdout, bare, at INFO."""
     import logging
 
+    class CurrentStdout(logging.StreamHandler):
+        """Writes to whatever ``sys.stdout`` is when a line is logged (not the one at set-up: ``main()`` called
+        in-process, e.g. under pytest's capture, would otherwise keep writing to a closed stream)."""
+
+        @property
+        def stream(self):
+            return sys.stdout
+
+        @stream.setter
+        def stream(self, _value) -> None:
+            pass
+
     log = logging.getLogger("mobilenets")
     if not log.handlers:
-        h = logging.StreamHandler(sys.stdout)
+        h = CurrentStdout()
         h.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(h)
         log.setLevel(logging.INFO)

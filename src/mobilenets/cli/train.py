@@ -8,13 +8,32 @@ from types import SimpleNamespace
 from .common import float_range, format_table, int_range, model_name, model_names, output_path, setup_logging
 
 
+def _record_given(action: argparse.Action) -> None:
+    """Make ``action`` note its option in ``namespace._given`` when it is on the command line, so the handler
+    knows what was asked for (what ``--resume`` must honour; an absent ``--model`` lets ``--weights`` name the
+    model) while the parser's defaults, and the help that shows them, stay as they are."""
+
+    class Given(type(action)):
+        def __call__(self, parser, namespace, values, option_string=None):
+            namespace._given = getattr(namespace, "_given", frozenset()) | {self.dest}
+            super().__call__(parser, namespace, values, option_string)
+
+    action.__class__ = Given
+
+
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from ..training import TrainConfig, train
 
     setup_logging()
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given = set(getattr(args, "_given", ())) | {"task"}
+    if values["resume"]:  # the run's saved config, with only what was asked for changed
+        values = {k: values[k] for k in given}
+    elif values["weights"] and "model" not in given:  # the model (and width) the weights file holds
+        values["model"] = None
+    config = TrainConfig(**values)
     train(config)  # logs its progress and, at the end, the best checkpoint (rank 0 only under torchrun)
     return 0
 
@@ -117,6 +136,9 @@ def _add_train_parser(sub, task: str) -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate decay after warmup")
     p.add_argument("--ema-decay", type=float_range(0, 0.999999), default=d.ema_decay,
                    help="EMA of weights per step (0: off)")
+    p.add_argument("--precise-bn", type=int_range(0, 10_000_000), default=d.precise_bn, metavar="N",
+                   help="before each evaluation, recompute the batch-norm statistics from N training images "
+                        "(0: evaluate with the running statistics)")
     p.add_argument("--hflip", type=float_range(0, 1), default=d.hflip,
                    help="horizontal flip probability (default: 0.5; 0 for the built-in digits)")
     if task == "classification":
@@ -159,13 +181,19 @@ def _add_train_parser(sub, task: str) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model for training (slow start)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun (GPU)")
     p.add_argument("--weights", metavar="FILE",
-                   help="fine-tune from these weights (new classifier)" if task == "classification" else
+                   help="fine-tune from these weights (new classifier; without --model, the model and width are "
+                        "the file's)" if task == "classification" else
                    "initialise the backbone from classification weights (any format 'mobilenets convert' reads)")
     p.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     p.add_argument("--strict", action="store_true", help="an unreadable image is an error, not a skip")
     p.add_argument("--output", metavar="DIR", help="run folder (default: runs/<model>-<time>)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its saved config is used)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder with its saved config; --epochs "
+                   "extends it (schedule re-planned), runtime flags (--threads, --workers, --device, --amp, ...) "
+                   "apply, other changes are refused")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    for action in p._actions:
+        if not isinstance(action, argparse._HelpAction):
+            _record_given(action)
 
 
 def add_commands(sub) -> None:

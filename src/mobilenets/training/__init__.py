@@ -4,6 +4,7 @@
 - ``loop.py``: the loop (DDP, AMP, EMA, channels_last, progress, checkpoints, resume)
 - ``state.py``: RNG states and finding the run to resume
 - ``optim.py``: optimizers and schedules
+- ``batchnorm.py``: folded / missing batch-norm statistics, precise BN
 - ``records.py``: metrics.csv, TensorBoard, curves.png
 - ``distributed.py``: torchrun plumbing
 """
