@@ -23,7 +23,7 @@ LAYER_SCALE_INIT = 1e-5  # TF Model Garden MultiHeadSelfAttentionBlock(layer_sca
 class MobileMQA(nn.Module):
     """Mobile MQA (V4 Equation 2):
     ``x + layer_scale(out_proj(concat_h softmax(q_h k^T / sqrt(key_dim)) v))`` on ``x' = norm(x)``, with
-    ``q_h`` from ``query_proj(x')`` (1x1, ``heads * key_dim``), ``k`` = ``key_proj(key_norm(key_down(x')))``
+    ``q_h`` from ``query_proj(x')`` (1x1, ``heads * key_dim``), ``k`` = ``key_proj(key_bn(key_down(x')))``
     (1x1 to ``key_dim``; ``key_down`` the stride-``kv_stride`` depthwise conv, absent for stride 1) and ``v``
     the same with ``value_*`` (``value_dim``). No biases (TF ``use_bias=False``).
 
@@ -62,16 +62,16 @@ class MobileMQA(nn.Module):
         if kv_stride > 1:
             self.key_down = create_conv2d(in_chs, in_chs, kv_kernel, stride=kv_stride, dilation=dilation,
                                           groups=in_chs, tf_padding=tf_padding)
-            self.key_norm = nn.BatchNorm2d(in_chs, eps=bn_eps)
+            self.key_bn = nn.BatchNorm2d(in_chs, eps=bn_eps)
         else:
-            self.key_down = self.key_norm = None
+            self.key_down = self.key_bn = None
         self.key_proj = create_conv2d(in_chs, key_dim, 1)
         if kv_stride > 1:
             self.value_down = create_conv2d(in_chs, in_chs, kv_kernel, stride=kv_stride, dilation=dilation,
                                             groups=in_chs, tf_padding=tf_padding)
-            self.value_norm = nn.BatchNorm2d(in_chs, eps=bn_eps)
+            self.value_bn = nn.BatchNorm2d(in_chs, eps=bn_eps)
         else:
-            self.value_down = self.value_norm = None
+            self.value_down = self.value_bn = None
         self.value_proj = create_conv2d(in_chs, value_dim, 1)
         self.out_proj = create_conv2d(heads * value_dim, out_chs, 1)
         self.layer_scale = LayerScale2d(out_chs, LAYER_SCALE_INIT) if layer_scale else None
@@ -85,12 +85,12 @@ class MobileMQA(nn.Module):
         q = self.query_proj(x).reshape(b, self.heads, self.key_dim, h * w).transpose(2, 3)
         q = q.reshape(b, self.heads * h * w, self.key_dim) * self.scale
         kx = x
-        if self.key_down is not None and self.key_norm is not None:
-            kx = self.key_norm(self.key_down(x))
+        if self.key_down is not None and self.key_bn is not None:
+            kx = self.key_bn(self.key_down(x))
         k = self.key_proj(kx).flatten(2)  # (B, key_dim, M)
         vx = x
-        if self.value_down is not None and self.value_norm is not None:
-            vx = self.value_norm(self.value_down(x))
+        if self.value_down is not None and self.value_bn is not None:
+            vx = self.value_bn(self.value_down(x))
         v = self.value_proj(vx).flatten(2).transpose(1, 2)  # (B, M, value_dim)
         attn = torch.softmax(torch.bmm(q, k), dim=-1)  # (B, heads * L, M)
         o = torch.bmm(attn, v)  # (B, heads * L, value_dim)

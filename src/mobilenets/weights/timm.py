@@ -44,8 +44,8 @@ _LAYER_SCALE = {"layer_scale": "layer_scale"}
 _FUSED_IB = {"conv_exp": "conv_exp", "bn1": "bn1", "conv_pwl": "conv_pwl", "bn2": "bn2"}
 _MQA_CORE = {"norm": "norm", "attn.query.proj": "query_proj", "attn.key.proj": "key_proj",
              "attn.value.proj": "value_proj", "attn.output.proj": "out_proj"}
-_MQA_DOWN = {"attn.key.down_conv": "key_down", "attn.key.norm": "key_norm", "attn.value.down_conv": "value_down",
-             "attn.value.norm": "value_norm"}
+_MQA_DOWN = {"attn.key.down_conv": "key_down", "attn.key.norm": "key_bn", "attn.value.down_conv": "value_down",
+             "attn.value.norm": "value_bn"}
 V4_VARIANTS = (
     *({**start, **_UIB_CORE, **mid, **ls} for start in ({}, _UIB_START) for mid in ({}, _UIB_MID)
       for ls in ({}, _LAYER_SCALE)),
