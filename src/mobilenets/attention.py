@@ -80,10 +80,12 @@ class MobileMQA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm(x)
-        b, _, h, w = x.shape
+        h, w = x.shape[-2], x.shape[-1]
+        # Batch dims are -1 in every reshape: exporters that trace at one batch size would otherwise bake it in
+        # (ONNX with a dynamic batch then silently mixes the images of a batch).
         # queries: (B, heads * key_dim, H, W) -> (B, heads * L, key_dim), head-major like TF's reshape
-        q = self.query_proj(x).reshape(b, self.heads, self.key_dim, h * w).transpose(2, 3)
-        q = q.reshape(b, self.heads * h * w, self.key_dim) * self.scale
+        q = self.query_proj(x).reshape(-1, self.heads, self.key_dim, h * w).transpose(2, 3)
+        q = q.reshape(-1, self.heads * h * w, self.key_dim) * self.scale
         kx = x
         if self.key_down is not None and self.key_bn is not None:
             kx = self.key_bn(self.key_down(x))
@@ -95,7 +97,8 @@ class MobileMQA(nn.Module):
         attn = torch.softmax(torch.bmm(q, k), dim=-1)  # (B, heads * L, M)
         o = torch.bmm(attn, v)  # (B, heads * L, value_dim)
         # back to a map: channel = head * value_dim + d (TF / timm order)
-        o = o.reshape(b, self.heads, h * w, self.value_dim).transpose(2, 3).reshape(b, self.heads * self.value_dim, h, w)
+        o = o.reshape(-1, self.heads, h * w, self.value_dim).transpose(2, 3)
+        o = o.reshape(-1, self.heads * self.value_dim, h, w)
         x = self.out_proj(o)
         if self.layer_scale is not None:
             x = self.layer_scale(x)

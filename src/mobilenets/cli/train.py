@@ -108,6 +108,9 @@ def _add_train_parser(sub, task: str) -> None:
         p.add_argument("--crop-pct", type=float_range(0, 1, lo_open=True), default=d.crop_pct,
                        help="eval centre crop (default 0.875; 1 digits)")
         p.add_argument("--dropout", type=float_range(0, 1), default=d.dropout)
+        p.add_argument("--drop-path-rate", type=float_range(0, 0.999), default=d.drop_path_rate,
+                       metavar="P", help="MobileNetV4: stochastic depth rising linearly over the blocks to P "
+                                         "(TF's MNV4 Conv-M recipe: 0.075)")
     else:
         p.add_argument("--samples", type=int_range(1, 10_000_000), metavar="N",
                        help="built-in shapes set: training samples (default 2000; the 200 val samples stay)")
