@@ -380,3 +380,27 @@ def test_train_cli_on_digits(tmp_path):
     model, meta = mobilenets.load_checkpoint(out / "best.safetensors")
     assert meta.config.name == "mobilenet_v4_conv_small" and meta.config.drop_path_rate == 0.05
     assert meta.config.num_classes == 10 and math.isclose(meta.config.width, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+
+def test_bench_peers_and_plot(tmp_path):
+    """`mobilenets bench` times V4 against timm's model (torchvision has none): the same network, ratios named
+    after the peer, and the latency-vs-top-1 plot places V4 at its published top-1."""
+    from mobilenets.export.bench import BenchConfig, Row, _peer, _plot, _ratios
+
+    assert {"mobilenet_v4_conv_small", "mobilenet_v4_conv_medium"} <= set(BenchConfig().models)
+    label, peer = _peer("mobilenet_v4_conv_small")
+    assert label == "timm" and type(peer).__module__.startswith("timm")
+    assert sum(p.numel() for p in peer.parameters()) == \
+        sum(p.numel() for p in create_model("mobilenet_v4_conv_small").parameters())
+    assert _peer("mobilenet_v2")[0] == "tv"
+    rows = [Row("mobilenet_v4_conv_small", p, lat, None) for p, lat in
+            (("timm eager", 10.0), ("ours best pytorch", 5.0), ("ours onnxruntime", 4.0), ("timm onnxruntime", 5.0))]
+    rows += [Row("mobilenet_v2", p, lat, None) for p, lat in (("tv eager", 12.0), ("ours best pytorch", 6.0))]
+    ratios = {r["model"]: r for r in _ratios(rows)}
+    assert ratios["mobilenet_v4_conv_small"]["best pytorch speedup vs timm eager"] == pytest.approx(2.0)
+    assert ratios["mobilenet_v4_conv_small"]["ours/timm onnxruntime"] == pytest.approx(0.8)
+    assert ratios["mobilenet_v2"]["best pytorch speedup vs tv eager"] == pytest.approx(2.0)
+    _plot(rows, tmp_path / "bench.png", BenchConfig())
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
