@@ -120,6 +120,28 @@ def test_mobile_mqa_equals_per_head_attention(kv_stride):
     assert (out - x).abs().max() > 0.1  # the attention branch really contributes
 
 
+@pytest.mark.parametrize("block", [
+    lambda: UniversalInvertedBottleneck(16, 64, 16, start_kernel=3, mid_kernel=5, layer_scale=True, drop_path_rate=0.1),
+    lambda: UniversalInvertedBottleneck(16, 64, 24, start_kernel=0, mid_kernel=3, stride=2),
+    lambda: UniversalInvertedBottleneck(16, 64, 16, start_kernel=0, mid_kernel=0),
+    lambda: FusedInvertedBottleneck(16, 64, 16, drop_path_rate=0.1),
+    lambda: MobileMQA(16, 16, heads=2, key_dim=8, value_dim=8, kv_stride=2, drop_path_rate=0.1),
+    lambda: MobileMQA(16, 16, heads=2, key_dim=8, value_dim=8),
+], ids=["extradw", "ib-s2", "ffn", "fusedib", "mqa-kv2", "mqa"])
+def test_blocks_script_trace_and_export(block):
+    """The V4 blocks are plain tensor code: torch.jit.script, torch.fx and torch.export give the same outputs
+    (the model-level contract tests run over every registered model)."""
+    import warnings
+
+    b = block().eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation notice
+        ref = b(x)
+        for f in (torch.jit.script(b), torch.fx.symbolic_trace(b), torch.export.export(b, (x,)).module()):
+            torch.testing.assert_close(f(x), ref, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", V4)
 def test_shapes_features_gradients(name):
     width = 0.5 if name in BIG else 1.0
