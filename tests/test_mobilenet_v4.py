@@ -372,12 +372,12 @@ def test_onnx_hybrid_with_live_attention(tmp_path):
     np.testing.assert_allclose(load_artifact(tmp_path / "m.onnx", "onnx")(x), ref, atol=1e-4 * np.abs(ref).max())
 
 
-# TFLite and ExecuTorch take 30-300 s per V4 model on 2 shared cores (ExecuTorch Hybrid-L: 300 s): the Conv
-# rows (Conv-S), and the FusedIB, every UIB instance and MQA with and without key/value downsampling (Hybrid-M)
-# cover every V4 block kind; Conv-M / Conv-L / Hybrid-L are the same blocks (and GELU) in other numbers.
+# TFLite and ExecuTorch take 70-300 s per V4 model on 2 shared cores: Hybrid-M alone has every V4 block kind
+# (FusedIB, every UIB instance, MQA with and without key/value downsampling, the BN head); Conv-S adds only the
+# plain conv rows V1-V3 already export, Conv-M / Conv-L / Hybrid-L the same blocks (and GELU) in other numbers.
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt,module", [("tflite", "litert_torch"), ("executorch", "executorch.runtime")])
-@pytest.mark.parametrize("name", ["mobilenet_v4_conv_small", "mobilenet_v4_hybrid_medium"])
+@pytest.mark.parametrize("name", ["mobilenet_v4_hybrid_medium"])
 def test_mobile_formats(name, fmt, module, tmp_path):
     pytest.importorskip(module)
     from mobilenets.export import export_model

@@ -145,8 +145,8 @@ class _BuildState:
 
     def drop_path(self) -> float:
         """The stochastic-depth rate of the next body block: ``drop_path_rate`` scaled linearly with depth,
-        ``rate * index / blocks`` (timm's schedule for V4, TF Model Garden's ``flat_stochastic_depth_drop_rate
-        =False``)."""
+        ``rate * index / blocks`` (timm's schedule, which trained the public V4 weights; TF Model Garden's
+        ``flat_stochastic_depth_drop_rate=False`` uses ``(index + 1) / blocks``)."""
         return self.drop_path_rate * len(self.blocks) / self.n_body
 
 
