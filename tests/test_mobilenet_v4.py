@@ -351,6 +351,17 @@ def test_timm_hybrid_features_only_loads_backbone(tmp_path):
             assert (a - b).abs().max() <= 1e-4 * b.abs().max()
 
 
+def test_fold_batchnorm_leaves_timms_norm_act_modules():
+    """The benchmark exports timm's V4 as the peer: fold_batchnorm folds plain BNs only, so timm's
+    BatchNormAct2d (norm + ReLU in one module) keeps its activation."""
+    from mobilenets.export import fold_batchnorm
+
+    theirs = randomise_v4(timm.create_model("mobilenetv4_conv_small"))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(theirs)(x), theirs(x))
+
+
 # ------------------------------------------------------------------------------------------------- export
 
 def _export_model(name: str) -> nn.Module:
