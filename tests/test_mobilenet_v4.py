@@ -337,6 +337,18 @@ def test_timm_equivalence(tmp_path, name, fmt):
     assert_same_logits(theirs, model_from_weights(tmp_path / "ours.safetensors")[0], size=64)
 
 
+@pytest.mark.parametrize("alias", ["mobilenetv4_conv_small_050", "mobilenetv4_hybrid_medium_075"])
+def test_timm_reduced_width_names(tmp_path, alias):
+    """timm's narrower V4s (stem kept at its table width) by their timm names: the same logits."""
+    from .test_weights_torch import assert_same_logits
+
+    theirs = randomise_v4(timm.create_model(alias, pretrained=False))
+    torch.save(theirs.state_dict(), tmp_path / "w.pth")
+    ours = create_model(alias, weights=tmp_path / "w.pth")
+    assert ours.config.fixed_stem and ours.stem.conv.out_channels == 32
+    assert_same_logits(theirs, ours, size=64)
+
+
 def test_timm_hybrid_features_only_loads_backbone(tmp_path):
     theirs = randomise_v4(timm.create_model("mobilenetv4_hybrid_medium"))
     torch.save(theirs.state_dict(), tmp_path / "w.pth")
