@@ -449,3 +449,18 @@ def test_bench_peers_and_plot(tmp_path):
     assert ratios["mobilenet_v2"]["best pytorch speedup vs tv eager"] == pytest.approx(2.0)
     _plot(rows, tmp_path / "bench.png", BenchConfig())
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_ssdlite_expansion_tap_but_stage_ends_work():
+    """The SSDLite C4 tap reads an inverted residual's expansion; V4's UIBs are refused in one line, while
+    stage-end taps (and dilated backbones) work."""
+    from mobilenets.features import downsampling_expansion_tap
+
+    model = create_model("mobilenet_v4_conv_medium")
+    with pytest.raises(MobileNetsError, match="no inverted-residual block downsamples to stride 32"):
+        downsampling_expansion_tap(model, 32)
+    dilated = create_model("mobilenet_v4_hybrid_medium", output_stride=16, width=0.5)
+    assert max(b.stride for b in dilated.block_info) == 16
+    assert list(dilated.state_dict()) == list(create_model("mobilenet_v4_hybrid_medium", width=0.5).state_dict())
+    with torch.no_grad():
+        assert dilated.eval().forward_features(torch.randn(1, 3, 64, 64)).shape[-1] == 4
