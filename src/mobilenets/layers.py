@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["make_divisible", "make_activation", "create_conv2d", "Conv2dSame", "ConvNormAct", "ACTIVATIONS"]
+__all__ = ["make_divisible", "make_activation", "create_conv2d", "Conv2dSame", "ConvNormAct", "pad_same", "ACTIVATIONS"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -47,8 +47,24 @@ def make_activation(name: str | None) -> nn.Module:
 
 
 def _same_pad_amount(size: int, kernel: int, stride: int, dilation: int) -> int:
-    out = math.ceil(size / stride)
+    out = (size + stride - 1) // stride  # ceil(size / stride) in integers (symbolic sizes under torch.export)
     return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+
+
+def pad_same(x: torch.Tensor, kernel_size: Tuple[int, int], stride: Tuple[int, int],
+             dilation: Tuple[int, int]) -> torch.Tensor:
+    """Pad ``x`` as TensorFlow's "SAME" padding does for a conv with these settings (extra row / column at the
+    bottom / right). A leaf for torch.fx (its amounts come from the input size, which a symbolic trace does
+    not know), plain TorchScript for ``torch.jit.script``."""
+    ih, iw = x.shape[-2], x.shape[-1]
+    ph = _same_pad_amount(ih, kernel_size[0], stride[0], dilation[0])
+    pw = _same_pad_amount(iw, kernel_size[1], stride[1], dilation[1])
+    if ph > 0 or pw > 0:
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+    return x
+
+
+torch.fx.wrap("pad_same")  # symbolic tracing records one call instead of tracing the size arithmetic
 
 
 class Conv2dSame(nn.Conv2d):
@@ -64,12 +80,8 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        ph = _same_pad_amount(ih, self.kernel_size[0], self.stride[0], self.dilation[0])
-        pw = _same_pad_amount(iw, self.kernel_size[1], self.stride[1], self.dilation[1])
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
-        return super().forward(x)
+        x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return self._conv_forward(x, self.weight, self.bias)  # not super().forward: TorchScript has no super()
 
 
 def create_conv2d(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import float_range, format_table, int_range, mark, model_name
+from .common import float_range, format_table, int_range, mark, model_name, model_names
 
 
 def _classifier_rows(names) -> None:
@@ -137,20 +137,18 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    from ..registry import list_models
-
     p = sub.add_parser("models", help="every registered model with params and MAdds beside the papers' figures")
     p.add_argument("--task", choices=("all", "classification", "detection", "segmentation"), default="all",
                    help="which table(s): the classifiers at every published width/resolution, the published "
-                        "SSDLite rows, the published LR-ASPP / DeepLabv3 rows (default: all three)")
+                        "SSDLite rows, the published LR-ASPP / DeepLabv3 rows; all: the three")
     p.add_argument("--model", action="append", type=model_name(), metavar="NAME",
-                   help=f"classifiers: only this model (repeatable): {', '.join(list_models())}")
+                   help=f"classifiers: only this model (repeatable): {model_names()}")
     p.set_defaults(handler=_models)
 
     p = sub.add_parser("profile", help="per-layer params and MAdds, and the per-operator-type breakdown")
-    p.add_argument("model", type=model_name(None), metavar="MODEL", help=", ".join(list_models(None)))
-    p.add_argument("--width", type=float_range(0, 4, lo_open=True), default=1.0)
-    p.add_argument("--resolution", type=int_range(32, 4096), default=224)
+    p.add_argument("model", type=model_name(None), metavar="MODEL", help=model_names(None))
+    p.add_argument("--width", type=float_range(0, 4, lo_open=True), default=1.0, help="the width multiplier")
+    p.add_argument("--resolution", type=int_range(32, 4096), default=224, help="the square input side")
     p.add_argument("--num-classes", type=int_range(0, 100_000),
                    help="classifier outputs (default 1000) / class slots (default: the model's: 91 COCO for "
                         "SSDLite incl. background, 21 VOC for segmenters)")

@@ -53,25 +53,20 @@ from ..checkpoint import atomic_write
 from ..errors import MobileNetsError
 from .core import export_model
 from .fuse import fold_batchnorm
+from .options import BENCH_MODELS, BENCH_RUNTIMES, DENSE_MODELS
 from .runtimes import load_artifact
 
 __all__ = ["BenchConfig", "run_benchmark", "time_fn", "time_interleaved", "calibrate_batchnorm",
            "bn_calibration_images", "count_ops"]
 
-RUNTIMES = ("onnx", "tflite", "executorch", "int8", "compile")
-# the dense rows: our model, its torchvision peer, the input side they are timed at (torchvision's evaluation
-# sizes: SSDLite's fixed 320x320 transform, LR-ASPP's resize to 520)
-DENSE_MODELS = {"ssdlite_mobilenet_v3_large": ("detection", "ssdlite320_mobilenet_v3_large", 320),
-                "lraspp_mobilenet_v3_large": ("segmentation", "lraspp_mobilenet_v3_large", 520)}
+RUNTIMES = BENCH_RUNTIMES
 DENSE_CHECK_IMAGES = 4  # val images the export check of a dense file runs on here (speed only)
 DENSE_BN_IMAGES = 16  # digits (+ as many noise tensors) calibrating the dense models' BN at 320 / 520 px
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    models: tuple[str, ...] = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
-                               "mobilenet_v4_conv_small", "mobilenet_v4_conv_medium",
-                               "ssdlite_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+    models: tuple[str, ...] = BENCH_MODELS
     resolution: int = 224  # the classifiers' (the dense rows use DENSE_MODELS' sizes)
     threads: int = 2
     batch: int = 32  # the throughput batch
