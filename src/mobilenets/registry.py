@@ -27,7 +27,9 @@ TASKS = ("classification", "detection", "segmentation")
 # registry: a new built-in model is added here too.
 BUILTIN_MODELS: dict[str, tuple[str, ...]] = {
     "classification": ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
-                       "mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal"),
+                       "mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal", "mobilenet_v4_conv_small",
+                       "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large", "mobilenet_v4_hybrid_medium",
+                       "mobilenet_v4_hybrid_large"),
     "detection": ("ssdlite_mobilenet_v1", "ssdlite_mobilenet_v2", "ssdlite_mobilenet_v3_large",
                   "ssdlite_mobilenet_v3_small"),
     "segmentation": ("deeplabv3_mobilenet_v2", "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small"),
