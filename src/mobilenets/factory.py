@@ -6,7 +6,7 @@ import os
 
 from torch import nn
 
-from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (fill the registry: classifiers,
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4  # noqa: F401  (fill the registry: classifiers,
 from .detection import ssdlite  # noqa: F401  detectors,
 from .segmentation import deeplabv3, lraspp  # noqa: F401  segmenters)
 from .errors import MobileNetsError

@@ -27,11 +27,13 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 # Activation names used in the architecture tables. "RE" in the V3 tables is plain ReLU; V1 and V2 use
 # ReLU6 as in the reference TensorFlow code (V1 paper says ReLU, its released weights were trained with
-# ReLU6); "HS" is h-swish, x * relu6(x + 3) / 6 (V3 section 5.2).
+# ReLU6); "HS" is h-swish, x * relu6(x + 3) / 6 (V3 section 5.2); "gelu" is the exact (erf) GELU of V4's
+# Hybrid-Large (TF Model Garden ``activation='gelu'``, Keras's default ``approximate=False``).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "relu6": nn.ReLU6,
     "hswish": nn.Hardswish,
+    "gelu": nn.GELU,
 }
 
 
@@ -39,6 +41,8 @@ def make_activation(name: str | None) -> nn.Module:
     """An activation module by table name (``None`` means linear: identity)."""
     if name is None:
         return nn.Identity()
+    if name == "gelu":
+        return nn.GELU()  # no in-place form
     return ACTIVATIONS[name](inplace=True)
 
 
@@ -121,3 +125,42 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+class LayerScale2d(nn.Module):
+    """Per-channel learned output scale ``x * gamma`` (CaiT's layer scale), ``gamma`` initialised to ``init``:
+    V4's hybrid blocks (TF Model Garden ``use_layer_scale``, ``layer_scale_init_value=1e-5``)."""
+
+    def __init__(self, channels: int, init: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): in training, zero a residual branch for a random ``p`` of the
+    samples and scale the rest by 1 / (1 - p); identity in eval mode or for ``p == 0``."""
+    if p <= 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    """:func:`drop_path` as a module (rate ``p``); no parameters, so state-dict keys are unaffected."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
+__all__ += ["LayerScale2d", "DropPath", "drop_path"]

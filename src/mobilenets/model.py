@@ -17,7 +17,7 @@ from .blocks import DepthwiseSeparable, InvertedResidual
 from .errors import MobileNetsError
 from .layers import ConvNormAct, make_activation, make_divisible
 from .preprocess import IMAGENET, Preprocessing
-from .spec import Architecture, Bneck, Bottleneck, Conv, DepthwiseSep
+from .spec import MQA, UIB, Architecture, Bneck, Bottleneck, Conv, DepthwiseSep, FusedIB
 
 __all__ = [
     "MobileNet", "ModelConfig", "FeatureInfo", "FeatureInfoList", "BlockInfo", "TAILS", "DILATION_STYLES",
@@ -63,6 +63,7 @@ class ModelConfig:
     output_stride: int = 32
     dilation_style: str = "tf"
     global_pool: str = "avg"
+    drop_path_rate: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,6 +158,8 @@ class _BuildState:
     output_stride: int = 32
     dilation_style: str = "tf"
     fixed_stem: bool = False
+    drop_path_rate: float = 0.0
+    n_body: int = 1  # body blocks in all (for the stochastic-depth schedule)
     table_stride: int = 1  # the table's stride so far
     stride: int = 1  # the actual stride so far (stops at output_stride)
     dilation: int = 1
@@ -191,6 +194,12 @@ class _BuildState:
 
     def tail_factor(self, stride: int) -> float:
         return 0.5 if self.tail != "full" and self.in_tail(stride) else 1.0
+
+    def drop_path(self) -> float:
+        """The stochastic-depth rate of the next body block: ``drop_path_rate`` scaled linearly with depth,
+        ``rate * index / blocks`` (timm's schedule, which trained the public V4 weights; TF Model Garden's
+        ``flat_stochastic_depth_drop_rate=False`` uses ``(index + 1) / blocks``)."""
+        return self.drop_path_rate * len(self.blocks) / self.n_body
 
 
 @singledispatch
@@ -267,7 +276,7 @@ class MobileNet(nn.Module):
 
     Use :func:`mobilenets.create_model` rather than calling this directly. Sub-modules: ``stem`` (the first
     conv row), ``stages`` (body blocks grouped by the table's output stride, so state-dict keys do not depend
-    on dilation), and the head: ``head_conv``/``head_act`` (V3 only), ``dropout``, ``classifier``.
+    on dilation), and the head: ``head_conv``/``head_bn`` (V4)/``head_act`` (V3, V4), ``dropout``, ``classifier``.
     ``feature_info`` lists the stage-end taps, ``block_info`` every block (see :class:`BlockInfo`).
 
     The model API of timm's and torchvision's models: ``torch.jit.script``, ``torch.export``, ``torch.fx``
@@ -295,19 +304,22 @@ class MobileNet(nn.Module):
         output_stride: int = 32,
         dilation_style: str = "tf",
         global_pool: str = "avg",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         _check_options(width=width, num_classes=num_classes, in_chans=in_chans, dropout=dropout, bn_eps=bn_eps,
                        tail=tail, output_stride=output_stride, dilation_style=dilation_style,
                        global_pool=global_pool)
+        _check_drop_path(arch, drop_path_rate)
         self.arch = arch
         self.config = ModelConfig(arch.name, float(width), int(num_classes), int(in_chans), dropout,
                                   bool(tf_padding), float(bn_eps), bool(fixed_stem), tail, int(output_stride),
-                                  dilation_style, global_pool)
+                                  dilation_style, global_pool, float(drop_path_rate))
 
         st = _BuildState(in_chs=in_chans, table_in=in_chans, width=width, bn_eps=bn_eps, tf_padding=tf_padding,
                          tail=tail, output_stride=output_stride, dilation_style=dilation_style,
-                         fixed_stem=fixed_stem)
+                         fixed_stem=fixed_stem, drop_path_rate=float(drop_path_rate),
+                         n_body=max(1, sum(getattr(r, "n", 1) for r in arch.body)))
         _add_row(arch.stem, st)
         stem = st.blocks.pop()
         self.stem = stem.block
@@ -337,11 +349,12 @@ class MobileNet(nn.Module):
         head = arch.head
         if head.hidden is not None:
             hidden = make_divisible(head.hidden * max(width, 1.0), 8) if head.width_floor_one else head.hidden
-            self.head_conv = nn.Conv2d(st.in_chs, hidden, 1, bias=True)  # "conv2d 1x1, NBN"
+            self.head_conv = nn.Conv2d(st.in_chs, hidden, 1, bias=not head.norm)  # V3: "conv2d 1x1, NBN"
+            self.head_bn = nn.BatchNorm2d(hidden, eps=bn_eps) if head.norm else None  # V4: convbn 1x1 1280
             self.head_act = make_activation(head.act)
             self.head_hidden_size = hidden
         else:
-            self.head_conv = self.head_act = None
+            self.head_conv = self.head_bn = self.head_act = None
             self.head_hidden_size = st.in_chs  # channels of forward_head(pre_logits=True)
         self.global_pool = global_pool
         self.grad_checkpointing = False
@@ -429,7 +442,10 @@ class MobileNet(nn.Module):
         elif self.global_pool == "max":
             x = nn.functional.adaptive_max_pool2d(x, 1)
         if self.head_conv is not None:
-            x = self.head_act(self.head_conv(x))
+            x = self.head_conv(x)
+            if self.head_bn is not None:
+                x = self.head_bn(x)
+            x = self.head_act(x)
         if self.global_pool != "":
             x = x.flatten(1)
         x = self.dropout(x)
@@ -487,7 +503,7 @@ class MobileNet(nn.Module):
         self.stages = self.stages[:max(n_stages, 0)]
         self.num_features = self.feature_info[last]["num_chs"]
         if prune_head:
-            self.head_conv = self.head_act = None
+            self.head_conv = self.head_bn = self.head_act = None
             self.head_hidden_size = self.num_features
             self.reset_classifier(0, "")
         return take
@@ -588,3 +604,64 @@ def _check_options(*, width, num_classes, in_chans, dropout, bn_eps, tail, outpu
     for ok, message in checks:
         if not ok:
             raise MobileNetsError(message)
+
+
+_DROP_PATH_ROWS = (UIB, FusedIB, MQA)
+
+
+def _check_drop_path(arch: Architecture, rate) -> None:
+    """``drop_path_rate`` in [0, 1), and only for architectures with V4 residual blocks (the V1-V3 blocks have
+    no stochastic depth: their papers train without it)."""
+    import math
+
+    if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate)
+            and 0 <= rate < 1):
+        raise MobileNetsError(f"drop_path_rate must be in [0, 1), got {rate!r}")
+    if rate > 0 and not any(isinstance(r, _DROP_PATH_ROWS) for r in arch.body):
+        raise MobileNetsError(f"drop_path_rate is for MobileNetV4 models; {arch.name} has no stochastic depth")
+
+
+# MobileNetV4 rows (mobilenet_v4.py): FusedIB, UIB, Mobile MQA. Expansion widths are ratios of the block's
+# actual input channels, rounded to 8 (TF Model Garden ``make_divisible(in_filters * expand_ratio, 8)``).
+
+@_add_row.register
+def _(row: FusedIB, st: _BuildState) -> None:
+    from .uib import FusedInvertedBottleneck
+
+    out = st.scale(row.out * st.tail_factor(row.stride))
+    exp = make_divisible(st.in_chs * row.exp, 8)
+    conv_stride, dilation = st.place(row.stride)
+    block = FusedInvertedBottleneck(
+        st.in_chs, exp, out, kernel_size=row.kernel, stride=conv_stride, dilation=dilation, act=row.act,
+        drop_path_rate=st.drop_path(), bn_eps=st.bn_eps, tf_padding=st.tf_padding,
+    )
+    st.add(block, row.stride, conv_stride, exp, out, row.out)
+
+
+@_add_row.register
+def _(row: UIB, st: _BuildState) -> None:
+    from .uib import UniversalInvertedBottleneck
+
+    out = st.scale(row.out * st.tail_factor(row.stride))
+    exp = make_divisible(st.in_chs * row.exp, 8)
+    conv_stride, dilation = st.place(row.stride)
+    block = UniversalInvertedBottleneck(
+        st.in_chs, exp, out, start_kernel=row.start_dw, mid_kernel=row.mid_dw, stride=conv_stride,
+        dilation=dilation, act=row.act, layer_scale=row.layer_scale, drop_path_rate=st.drop_path(),
+        bn_eps=st.bn_eps, tf_padding=st.tf_padding,
+    )
+    st.add(block, row.stride, conv_stride, exp, out, row.out)
+
+
+@_add_row.register
+def _(row: MQA, st: _BuildState) -> None:
+    from .attention import MobileMQA
+
+    out = st.scale(row.out * st.tail_factor(1))
+    # key / value / head dims are not width-scaled (TF Model Garden scales ``filters`` only)
+    block = MobileMQA(
+        st.in_chs, out, heads=row.heads, key_dim=row.key_dim, value_dim=row.value_dim, kv_stride=row.kv_stride,
+        kv_kernel=row.kv_kernel, dilation=st.dilation, layer_scale=row.layer_scale, drop_path_rate=st.drop_path(),
+        bn_eps=st.bn_eps, tf_padding=st.tf_padding,
+    )
+    st.add(block, 1, 1, None, out, row.out)

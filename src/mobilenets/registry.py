@@ -27,7 +27,9 @@ TASKS = ("classification", "detection", "segmentation")
 # registry: a new built-in model is added here too.
 BUILTIN_MODELS: dict[str, tuple[str, ...]] = {
     "classification": ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
-                       "mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal"),
+                       "mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal", "mobilenet_v4_conv_small",
+                       "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large", "mobilenet_v4_hybrid_medium",
+                       "mobilenet_v4_hybrid_large"),
     "detection": ("ssdlite_mobilenet_v1", "ssdlite_mobilenet_v2", "ssdlite_mobilenet_v3_large",
                   "ssdlite_mobilenet_v3_small"),
     "segmentation": ("deeplabv3_mobilenet_v2", "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small"),
@@ -126,6 +128,16 @@ def _timm_aliases() -> dict[str, Alias]:
         out[f"tf_mobilenetv3_small_{w:03d}"] = Alias("mobilenet_v3_small", w / 100, tf=True)
     out["tf_mobilenetv3_large_minimal_100"] = Alias("mobilenet_v3_large_minimal", 1.0, tf=True)
     out["tf_mobilenetv3_small_minimal_100"] = Alias("mobilenet_v3_small_minimal", 1.0, tf=True)
+    # MobileNetV4 ("mobilenetv4_<variant>[_<width x 100>]"): below width 1 timm keeps the stem at its table
+    # width (_gen_mobilenet_v4: fix_stem=channel_multiplier < 1.0); Hybrid-L's 24 rounds back to 24 at 0.75, so
+    # there the fixed stem is the scaled one and the weights say width 0.75 without it
+    for variant in ("conv_small", "conv_medium", "conv_large", "hybrid_medium", "hybrid_large"):
+        out[f"mobilenetv4_{variant}"] = Alias(f"mobilenet_v4_{variant}", 1.0)
+    fixed = (("fixed_stem", True),)
+    out["mobilenetv4_conv_small_035"] = Alias("mobilenet_v4_conv_small", 0.35, options=fixed)
+    out["mobilenetv4_conv_small_050"] = Alias("mobilenet_v4_conv_small", 0.5, options=fixed)
+    out["mobilenetv4_hybrid_medium_075"] = Alias("mobilenet_v4_hybrid_medium", 0.75, options=fixed)
+    out["mobilenetv4_hybrid_large_075"] = Alias("mobilenet_v4_hybrid_large", 0.75)
     return out
 
 

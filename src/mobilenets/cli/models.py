@@ -16,7 +16,8 @@ def _classifier_rows(names) -> None:
         p = r.published
         table.append([
             r.model, f"{r.width:g}", r.resolution,
-            f"{r.params / 1e6:.3f}", "" if p is None else f"{p.params_m:g}", mark(r.params_ok),
+            f"{r.params / 1e6:.3f}", "" if p is None else f"{p.params_m:g}",
+            "*" if p and p.params_note else mark(r.params_ok),
             f"{r.madds / 1e6:.1f}", "" if p is None else f"{p.madds_m:g}", "*" if p and p.madds_note else mark(r.madds_ok),
             "" if p is None else f"{p.top1:g}",
         ])
@@ -24,11 +25,13 @@ def _classifier_rows(names) -> None:
         ["model", "width", "res", "params(M)", "paper", "", "MAdds(M)", "paper", "", "top-1"], table,
         "lrrrrlrrlr",
     ))
-    print("\nparams: 1000 classes, batch norm included; MAdds: conv and FC multiply-adds only (the papers' count).")
+    print("\nparams: 1000 classes, batch norm included; MAdds: conv and FC multiply-adds only (the papers' count), "
+          "plus V4's attention matmuls.")
     print("ok: within 1.5% (or 0.6M) MAdds and 3.5% (or equal as printed) params of the paper.")
     for r in rows:
-        if r.published and r.published.madds_note:
-            print(f"* {r.model} {r.width:g}/{r.resolution}: {r.published.madds_note}")
+        for note in (r.published.params_note, r.published.madds_note) if r.published else ():
+            if note:
+                print(f"* {r.model} {r.width:g}/{r.resolution}: {note}")
 
 
 def _options(options) -> str:

@@ -154,6 +154,9 @@ def _add_train_parser(sub, task: str) -> None:
                        help="eval centre crop fraction (default: 0.875; 1 for the built-in digits)")
         p.add_argument("--dropout", type=float_range(0, 1), default=d.dropout,
                        help="dropout before the classifier (default: the paper's)")
+        p.add_argument("--drop-path-rate", type=float_range(0, 0.999), default=d.drop_path_rate,
+                       metavar="P", help="MobileNetV4: stochastic depth rising linearly over the blocks to P "
+                                         "(TF's MNV4 Conv-M recipe: 0.075)")
     else:
         p.add_argument("--samples", type=int_range(1, 10_000_000), metavar="N",
                        help="built-in shapes set: training samples (default: 2000; the 200 val samples stay)")

@@ -15,8 +15,8 @@ DEFAULT_CHECK_IMAGES = 32  # val images the dense verification runs on (export.d
 
 # bench: the runtimes a row can skip, the rows run by default
 BENCH_RUNTIMES = ("onnx", "tflite", "executorch", "int8", "compile")
-BENCH_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "ssdlite_mobilenet_v3_large",
-                "lraspp_mobilenet_v3_large")
+BENCH_MODELS = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v4_conv_small",
+                "mobilenet_v4_conv_medium", "ssdlite_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 # the dense rows: our model, its torchvision peer, the input side they are timed at (torchvision's evaluation
 # sizes: SSDLite's fixed 320x320 transform, LR-ASPP's resize to 520)
 DENSE_MODELS = {"ssdlite_mobilenet_v3_large": ("detection", "ssdlite320_mobilenet_v3_large", 320),

@@ -76,6 +76,8 @@ class TrainConfig:
     hflip: float | None = None  # None: 0.5, but 0 for digits (not mirror symmetric)
     crop_pct: float | None = None  # classification eval centre crop; None: 0.875, but 1.0 for digits
     dropout: float | None = None  # classification: None is the paper's
+    drop_path_rate: float = 0.0  # classification, MobileNetV4: stochastic depth, rising linearly to this rate
+    #                              (TF Model Garden's MNV4 Conv-M recipe: 0.075)
     head: str | None = None  # detection / segmentation: "paper" (TF reference configs) or "torchvision"
     reduced_tail: bool = False  # detection: halve the last stage (V3 section 6.3, "†")
     amp: str = "auto"  # auto: bf16 (or fp16) on GPUs, none on CPUs; bf16 works on CPUs too, fp16 GPU only
@@ -153,6 +155,8 @@ class TrainConfig:
              f"crop pct must be in (0, 1], got {self.crop_pct}"),
             (self.dropout is None or (finite(self.dropout) and 0 <= self.dropout <= 1),
              f"dropout must be in [0, 1], got {self.dropout}"),
+            (finite(self.drop_path_rate) and 0 <= self.drop_path_rate < 1,
+             f"drop path rate must be in [0, 1), got {self.drop_path_rate}"),
             (isinstance(self.workers, int) and 0 <= self.workers <= 256, f"workers must be in [0, 256], got {self.workers}"),
             (self.samples is None or (isinstance(self.samples, int) and 1 <= self.samples <= 10_000_000),
              f"samples must be in [1, 10000000], got {self.samples}"),

@@ -398,7 +398,7 @@ def _load(model: nn.Module, read: _Read, *, keep_background: bool) -> LoadReport
     current = model.state_dict()
     wanted = {k: v for k, v in current.items() if not k.endswith("num_batches_tracked")}
     if not hasattr(model, "classifier"):  # a FeatureExtractor: stem and the stages it keeps, no head
-        cut = [k for k in incoming if k.startswith(("head_conv.", "classifier.", "body."))]
+        cut = [k for k in incoming if k.startswith(("head_conv.", "head_bn.", "classifier.", "body."))]
         report.unused += sorted(cut)
         for k in cut:
             del incoming[k]
