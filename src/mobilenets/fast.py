@@ -4,7 +4,8 @@ bf16 / fp16 weights, ``torch.compile`` and CUDA graphs for fixed input shapes.
 Every step is a PyTorch feature used the standard way; this module only puts them in the right order and turns
 what cannot work on this machine into one :class:`~mobilenets.errors.MobileNetsError` line:
 
-- BN folded (:func:`mobilenets.export.fuse.fold_batchnorm`): the same function, one operator less per layer.
+- BN folded (:func:`mobilenets.export.fuse.fold_batchnorm`): the same function, one operator less per layer
+  (batch norms that are no plain BN after a conv, e.g. timm's BatchNormAct2d or V4's attention pre-norm, stay).
 - channels_last: the memory format cuDNN's and oneDNN's fastest convolutions use.
 - ``precision`` bf16 / fp16: the weights are cast once (not autocast per operator); inputs are cast on the way
   in and outputs come back as float32. fp16 needs a GPU (CPUs lack fast fp16 convolutions).
@@ -62,17 +63,6 @@ class InferenceOptions:
             raise MobileNetsError(f"CUDA graphs need a CUDA device, not {device.type} (drop --cuda-graphs)")
         if self.precision == "fp16" and device.type != "cuda":
             raise MobileNetsError(f"fp16 inference needs a GPU, not {device.type}; use bf16 (or fp32)")
-
-
-def _foldable(model: nn.Module) -> None:
-    """fold_batchnorm pairs every BatchNorm2d with the conv before it; a subclass that does more (timm's
-    BatchNormAct2d applies an activation too) would lose that: refuse instead of computing something else."""
-    from torch import nn
-
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) is not nn.BatchNorm2d:
-            raise MobileNetsError(f"cannot fold {type(m).__name__} {name!r} (only plain BatchNorm2d after a conv); "
-                                  "prepare with fold_bn=False")
 
 
 class _CudaGraphs:
@@ -177,7 +167,6 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str = "cpu",
     if options.fold_bn:
         from .export.fuse import fold_batchnorm
 
-        _foldable(model)
         try:
             module = fold_batchnorm(model)
         except ValueError as e:

@@ -36,7 +36,9 @@ from .bench import BenchConfig, Row, time_interleaved
 __all__ = ["run_gpu_benchmark", "TIMM_NAMES"]
 
 TIMM_NAMES = {"mobilenet_v1": "mobilenetv1_100", "mobilenet_v2": "mobilenetv2_100",
-              "mobilenet_v3_large": "mobilenetv3_large_100", "mobilenet_v3_small": "mobilenetv3_small_100"}
+              "mobilenet_v3_large": "mobilenetv3_large_100", "mobilenet_v3_small": "mobilenetv3_small_100",
+              **{f"mobilenet_v4_{v}": f"mobilenetv4_{v}" for v in ("conv_small", "conv_medium", "conv_large",
+                                                                   "hybrid_medium", "hybrid_large")}}
 
 
 def _peers(name: str) -> dict[str, nn.Module]:
