@@ -166,6 +166,91 @@ def test_benchmark_helpers():
     assert calls == [9]  # nothing to settle with one function
 
 
+# ------------------------------------------------------------------------------------------ int8 options
+
+
+def _digits_model(name: str = "mobilenet_v3_small") -> nn.Module:
+    """A small model with batch-norm statistics of real digits images (random weights otherwise)."""
+    from mobilenets.export.bench import calibrate_batchnorm
+
+    model = mobilenets.create_model(name, width=0.5, num_classes=10)
+    digits = DigitsDataset("train", image_size=SIZE, transform=IMAGENET.with_size(SIZE).transform())
+    calibrate_batchnorm(model, torch.stack([digits[i][0] for i in range(64)]).numpy())
+    return model.eval()
+
+
+def test_int8_options_are_checked(tmp_path):
+    model = small("mobilenet_v3_small")
+    common = dict(int8=True, calib="digits", input_size=SIZE)
+    with pytest.raises(MobileNetsError, match="calibration method 'entropy' is not offered for executorch"):
+        export_model(model, tmp_path / "m.pte", format="executorch", calib_method="entropy", **common)
+    with pytest.raises(MobileNetsError, match="unknown float part 'head'"):
+        export_model(model, tmp_path / "m.onnx", format="onnx", keep_float=("head",), **common)
+    with pytest.raises(MobileNetsError, match="reduce_range applies to the onnx format only"):
+        export_model(model, tmp_path / "m.tflite", format="tflite", reduce_range=True, **common)
+    with pytest.raises(MobileNetsError, match="calib_select"):
+        export_model(model, tmp_path / "m.onnx", format="onnx", calib_select="best", **common)
+    with pytest.raises(MobileNetsError, match="int8 exports only"):
+        export_model(model, tmp_path / "m.onnx", format="onnx", calib_method="minmax", input_size=SIZE)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_selection():
+    from mobilenets.export.data import _pick
+
+    assert _pick(10, None, "spread").tolist() == list(range(10))
+    assert _pick(10, 4, "spread").tolist() == [0, 3, 6, 9]
+    random = _pick(100, 5, "random")
+    assert len(set(random.tolist())) == 5 and random.tolist() == sorted(random.tolist())
+    assert random.tolist() == _pick(100, 5, "random").tolist()  # seeded: the same on every run
+
+
+def test_int8_onnx_holds_without_vnni(tmp_path):
+    """The default ONNX int8 file has 7-bit weights in every integer conv / GEMM but the depthwise ones, so
+    onnxruntime's AVX2 kernels (no VNNI), which add adjacent uint8 x int8 products in a saturating int16,
+    compute exactly what a VNNI / ARM CPU computes: the emulation of those kernels equals the exact integer
+    result bit for bit, and the file's onnxruntime logits on this CPU."""
+    pytest.importorskip("onnxruntime.quantization")
+    from mobilenets.export.quantize import emulate_u8s8_avx2, onnx_weights_fit_int16_pairs
+
+    model = _digits_model()
+    report = export_model(model, tmp_path / "m.onnx", format="onnx", int8=True, calib="digits", input_size=SIZE,
+                          calib_size=16, eval_size=16, min_int8_agreement=0.0)
+    largest, count = onnx_weights_fit_int16_pairs(report.path)
+    assert count > 20 and largest <= 64  # every pointwise conv, the stem and the classifier
+    digits = DigitsDataset("val", image_size=SIZE, transform=IMAGENET.with_size(SIZE).transform())
+    x = torch.stack([digits[i][0] for i in range(6)]).numpy()
+    exact = emulate_u8s8_avx2(report.path, x, saturate=False)
+    np.testing.assert_array_equal(emulate_u8s8_avx2(report.path, x, saturate=True), exact)
+    out = load_artifact(report.path, "onnx")(x)
+    # onnxruntime requantizes with its own rounding between layers: close, not equal
+    assert np.abs(out - exact).max() <= 0.05 * np.abs(exact).max()
+
+    full = export_model(model, tmp_path / "full.onnx", format="onnx", int8=True, calib="digits", input_size=SIZE,
+                        calib_size=16, eval_size=16, min_int8_agreement=0.0, reduce_range=False)
+    assert onnx_weights_fit_int16_pairs(full.path)[0] == 127  # per-channel symmetric: each channel's max is 127
+
+
+def test_int8_onnx_keeps_parts_in_float(tmp_path):
+    """keep_float leaves the named parts' convs / GEMMs without integer weights; the others stay int8."""
+    pytest.importorskip("onnxruntime.quantization")
+    from mobilenets.export.quantize import _quantized_weights
+
+    model = _digits_model()
+
+    def integer_ops(**kw) -> list[str]:
+        r = export_model(model, tmp_path / "m.onnx", format="onnx", int8=True, calib="digits", input_size=SIZE,
+                         calib_size=8, eval_size=8, min_int8_agreement=0.0, **kw)
+        return [node.name for node, *_ in _quantized_weights(r.path)[2]]
+
+    every = integer_ops()
+    n_se = sum(isinstance(m, nn.Conv2d) for n, m in model.named_modules() if n.endswith(".se") or ".se." in n)
+    assert any(name.startswith("stem") for name in every) and any(name.startswith("classifier") for name in every)
+    some = integer_ops(keep_float=("stem", "classifier", "se"))
+    assert not any(name.startswith(("stem", "classifier", "head_conv")) or "SqueezeExcite" in name for name in some)
+    assert len(every) - len(some) == 1 + 2 + n_se  # the stem, head conv + classifier, every SE conv
+
+
 # ------------------------------------------------------------------------------------- int8 on digits
 
 

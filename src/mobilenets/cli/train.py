@@ -13,8 +13,28 @@ def _train(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, train
 
     setup_logging()
+    if getattr(args, "qat", False):
+        return _train_qat(args)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     train(config)  # logs its progress and, at the end, the best checkpoint (rank 0 only under torchrun)
+    return 0
+
+
+def _train_qat(args: argparse.Namespace) -> int:
+    """``train --qat``: quantization-aware fine-tuning of ``--weights`` (mobilenets.training.qat)."""
+    from ..errors import MobileNetsError
+    from ..training.qat import QATConfig, train_qat
+
+    if not args.weights:
+        raise MobileNetsError("--qat fine-tunes a float checkpoint: pass --weights CKPT")
+    from ..training import TrainConfig
+
+    train_default = TrainConfig()
+    # --epochs / --batch-size left at training's defaults take QAT's own (a few epochs of fine-tuning)
+    given = {k: getattr(args, k) for k in ("data", "val_split", "epochs", "batch_size", "lr", "seed", "threads",
+                                           "workers", "progress", "output") if getattr(args, k, None) is not None
+             and not (k in ("epochs", "batch_size") and getattr(args, k) == getattr(train_default, k))}
+    train_qat(QATConfig(weights=args.weights, **given))
     return 0
 
 
@@ -135,6 +155,10 @@ def _add_train_parser(sub, task: str) -> None:
     p.add_argument("--output", metavar="DIR", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder (its saved config is used)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    if task == "classification":
+        p.add_argument("--qat", action="store_true",
+                       help="quantization-aware fine-tuning of --weights (a float checkpoint) for int8 export: "
+                            "3 epochs at lr 4e-4 unless --epochs / --lr say otherwise; writes qat.safetensors")
 
 
 def add_commands(sub) -> None:

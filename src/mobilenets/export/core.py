@@ -9,6 +9,8 @@ segmenters take the same path with their own checks and a metadata document in t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -204,9 +206,11 @@ def _int8_onnx(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, 
         quant_pre_process(fp32, pre)  # shape inference + graph optimisation before quantizing
         name_onnx_nodes(fp32, pre)  # node names from the module paths, for nodes_to_exclude
         exclude = onnx_nodes_to_exclude(pre, options.keep_float) if options.keep_float else None
-        quantize_static(pre, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]))
+        # the histogram calibrators print their settings: keep them out of the command's output
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(pre, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]))
 
 
 def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool,
