@@ -88,7 +88,7 @@ class Int8Options:
 def _part_of(scopes: Sequence[str], classes: Sequence[str], parts: Sequence[str]) -> bool:
     """Whether a node of module path ``scopes`` (outermost first, e.g. ``['', 'stages', 'stages.0.0.se', ...]``)
     and module classes ``classes`` belongs to one of ``parts``."""
-    top = scopes[1] if len(scopes) > 1 else ""
+    top = next((s.split(".")[0] for s in scopes if s), "")  # the model's child module the node is in
     return (("stem" in parts and top == "stem")
             or ("classifier" in parts and top in ("head_conv", "head_act", "classifier"))
             or ("se" in parts and any(c.endswith("SqueezeExcite") for c in classes))
@@ -156,7 +156,7 @@ def pt2e_float_filter(parts: Sequence[str]):
 
     def in_parts(node: torch.fx.Node) -> bool:
         stack = node.meta.get("nn_module_stack") or {}
-        scopes = [""] + [path for path, _ in stack.values()]
+        scopes = [path for path, _ in stack.values()]
         classes = [cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
                    for _, cls in stack.values()]
         return _part_of(scopes, classes, parts)
