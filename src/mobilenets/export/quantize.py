@@ -79,7 +79,7 @@ class Int8Options:
         if bad:
             raise MobileNetsError(f"unknown float part {bad[0]!r}; choose from {', '.join(FLOAT_PARTS)}")
         if self.reduce_range is not None and fmt != "onnx":
-            raise MobileNetsError("reduce_range applies to the onnx format only")
+            raise MobileNetsError("reduce_range (--full-range-weights) applies to the onnx format only")
 
 
 # ------------------------------------------------------------------------------- which modules stay float
