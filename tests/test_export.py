@@ -187,7 +187,7 @@ def test_int8_options_are_checked(tmp_path):
         export_model(model, tmp_path / "m.pte", format="executorch", calib_method="entropy", **common)
     with pytest.raises(MobileNetsError, match="unknown float part 'head'"):
         export_model(model, tmp_path / "m.onnx", format="onnx", keep_float=("head",), **common)
-    with pytest.raises(MobileNetsError, match="reduce_range applies to the onnx format only"):
+    with pytest.raises(MobileNetsError, match="applies to the onnx format only"):
         export_model(model, tmp_path / "m.tflite", format="tflite", reduce_range=True, **common)
     with pytest.raises(MobileNetsError, match="calib_select"):
         export_model(model, tmp_path / "m.onnx", format="onnx", calib_select="best", **common)
