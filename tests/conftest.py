@@ -1,8 +1,12 @@
-"""Shared test fixtures: the model list, and the real published weights in ../shared (skipped if absent)."""
+"""Shared test fixtures: the model list, the real published weights in ../shared (skipped if absent), a loopback
+HTTP server and an empty download cache."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -32,3 +36,35 @@ def pretrained_dir() -> Path:
     if not PRETRAINED.is_dir():
         pytest.skip("../shared/data/pretrained is not present")
     return PRETRAINED
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A loopback HTTP server over tmp_path/www standing in for the weight hosts; yields (base URL, the served
+    folder, the list of requested paths)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", root, requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty download cache (MOBILENETS_CACHE) for the test."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("MOBILENETS_CACHE", str(d))
+    return d

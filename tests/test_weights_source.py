@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-
 import pytest
 import torch
 
@@ -13,36 +9,6 @@ import mobilenets
 from mobilenets import MobileNetsError, create_model
 from mobilenets.weights import resolve_source
 from mobilenets.weights.source import sha256sum
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A loopback HTTP server over tmp_path/www; yields (base URL, list of requested paths)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):  # keep test output clean
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root, requests
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    d = tmp_path / "cache"
-    monkeypatch.setenv("MOBILENETS_CACHE", str(d))
-    return d
 
 
 def _checkpoint(path):

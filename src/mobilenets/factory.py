@@ -11,7 +11,7 @@ from .detection import ssdlite  # noqa: F401  detectors,
 from .segmentation import deeplabv3, lraspp  # noqa: F401  segmenters)
 from .errors import MobileNetsError
 from .features import FeatureExtractor
-from .registry import get_model_entry
+from .registry import get_model_entry, resolve_alias
 
 __all__ = ["create_model"]
 
@@ -26,13 +26,17 @@ def create_model(
     features_only: bool = False,
     out_strides: tuple[int, ...] = (4, 8, 16, 32),
     weights: str | os.PathLike | None = None,
+    pretrained: bool = False,
     **options,
 ) -> nn.Module:
     """Build a registered MobileNet.
 
     Args:
         name: a name from :func:`mobilenets.list_models` (``task=None``: every task), e.g.
-            ``"mobilenet_v3_large"``, ``"ssdlite_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``.
+            ``"mobilenet_v3_large"``, ``"ssdlite_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``, or
+            timm's / torchvision's name for one (``"mobilenetv3_large_100"``, ``"tf_mobilenetv3_small_100"``,
+            ``"mobilenetv2_050"``, ``"ssdlite320_mobilenet_v3_large"``: the width and options come with it;
+            see :data:`mobilenets.registry.ALIASES`).
             Detectors and segmenters take their own keyword options (see their builders); ``weights``,
             ``features_only`` and ``out_strides`` are for classifiers.
         width: the width multiplier (alpha in V1, the "multiplier" of V2/V3); the resolution multiplier is
@@ -49,16 +53,39 @@ def create_model(
             options for dense prediction: ``tail`` ("full", "detection", "segmentation": the halved last stage
             of V3 section 6.3 / TF DeepLab), ``output_stride`` (32, 16, 8: dilated last stages),
             ``dilation_style`` ("tf" or "torchvision"), ``fixed_stem`` (see :class:`~mobilenets.ModelConfig`).
-        weights: a weights file or http(s) URL in any format :mod:`mobilenets.weights` reads; the options the
-            weights need (``tf_padding``, ``bn_eps`` for Keras/TFLite files) are picked from the file unless
-            given. ``keep_background=True`` (with ``weights``) keeps a TF 1001-class head whole.
+        weights: a weights file or http(s) URL in any format :mod:`mobilenets.weights` reads, or published
+            weights by name (``mobilenets weights`` lists them): a catalog name
+            (``"timm:mobilenetv3_large_100.ra_in1k"``), a source (``"torchvision"``, ``"timm"``, ``"keras"``,
+            ``"tflite"``: its best file for this model and width) or a torchvision enum name / member
+            (``"IMAGENET1K_V1"``, ``MobileNet_V3_Large_Weights.DEFAULT``); downloaded once into the cache,
+            hash-checked. The options the weights need (``tf_padding``, ``bn_eps`` for Keras/TFLite files) are
+            picked from the file unless given. ``keep_background=True`` (with ``weights``) keeps a TF
+            1001-class head whole.
+        pretrained: ``True``: the best-known published weights of this model at this width (the highest
+            published ImageNet top-1 of the catalog; ``mobilenets weights --model NAME`` shows which; for a
+            timm name, timm's own file of that name); a model without published weights is a
+            :class:`MobileNetsError`.
     """
+    asked = name
+    name, width, alias_options, tf = resolve_alias(name, width)
+    if not isinstance(pretrained, bool):
+        raise MobileNetsError(f"pretrained must be True or False, got {pretrained!r}")
+    if pretrained:
+        if weights is not None:
+            raise MobileNetsError("pass weights=... or pretrained=True, not both")
+        from .weights.hub import default_weights
+
+        get_model_entry(name)  # an unknown name: "did you mean ...?" before the catalog says it has nothing
+        weights = default_weights(name, width, alias=asked if asked != name else None).name
     if weights is not None:
         from .weights import model_from_weights
 
+        # The file says what it needs (an alias's options are what its file holds), except that a timm tf_*
+        # state dict cannot say it was trained in TensorFlow: tf=True for a tf_* alias.
         model, _ = model_from_weights(weights, name=name, width=width, num_classes=num_classes,
-                                      dropout=dropout, in_chans=in_chans, **options)
+                                      dropout=dropout, in_chans=in_chans, tf=True if tf else None, **options)
         return FeatureExtractor(model, out_strides) if features_only else model
+    options = {**({"tf_padding": True, "bn_eps": 1e-3} if tf else {}), **alias_options, **options}
     entry = get_model_entry(name)
     if entry.task != "classification":
         kwargs = {k: v for k, v in (("width", width), ("num_classes", num_classes), ("dropout", dropout))

@@ -1,11 +1,46 @@
-"""``mobilenets inspect``, ``convert`` and ``predict``: weights from any ecosystem."""
+"""``mobilenets weights``, ``inspect``, ``convert`` and ``predict``: weights from any ecosystem."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..errors import one_line
-from .common import add_refresh, add_weights_options, describe, int_range, output_path
+from .common import add_refresh, add_weights_options, describe, float_range, format_table, int_range, model_name, \
+    output_path
+
+
+def _published(entry) -> str:
+    if entry.top1 is None:
+        return "-"
+    metric = {"top-1": "top-1", "COCO box mAP": "box mAP", "VOC-label mIoU": "mIoU"}.get(entry.metric, entry.metric)
+    return f"{entry.top1:g} {metric}"
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from ..weights import hub
+
+    if args.download:
+        entry, path = hub.download(args.download, model=args.model, width=args.width, refresh=args.refresh)
+        print(f"{entry.name}: {path}")
+        return 0
+    model, width = args.model, args.width
+    if model is not None:
+        from ..registry import resolve_alias
+
+        model, width, _, _ = resolve_alias(model, width)
+    rows = []
+    for entry in hub.published_for(model, width, source=args.source):
+        available = hub.is_available(entry)
+        default = available and entry.width is not None and entry is hub.default_weights(entry.model, entry.width)
+        status = "cached" if hub.is_cached(entry) else "-" if available else "no model"
+        rows.append([entry.name, entry.model, "-" if entry.width is None else f"{entry.width:g}",
+                     _published(entry), "*" if default else "", status])
+    if not rows:
+        print("no published weights match")
+        return 0
+    print(format_table(["weights", "model", "width", "published", "default", "cache"], rows, align="lllrll"))
+    print("default: what pretrained=True loads; no model: listed for reference, its model is not in this version")
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -39,16 +74,36 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# hub.SOURCES, spelt out so that building the parser (--help) imports nothing heavy; a test keeps them equal
+SOURCES = ("torchvision", "timm", "keras", "tflite")
+
+
 def add_commands(sub) -> None:
+    p = sub.add_parser("weights", help="the published weight files (torchvision, timm, Keras, TFLite) by name: "
+                                       "list them, or --download one into the cache",
+                       description="Published MobileNet weights by name, with their published accuracy. Any "
+                                   "name listed works as --weights / weights= (downloaded once, hash-checked, "
+                                   "cached); so do 'torchvision', 'timm', 'keras', 'tflite' and torchvision's "
+                                   "enum names (IMAGENET1K_V1) together with a model.")
+    p.add_argument("--model", type=model_name(None), metavar="NAME",
+                   help="only this model (ours, or a timm / torchvision name such as mobilenetv3_large_100)")
+    p.add_argument("--width", type=float_range(0, 4, lo_open=True), help="only this width")
+    p.add_argument("--source", choices=SOURCES, help="only this publisher")
+    p.add_argument("--download", metavar="WEIGHTS",
+                   help="fetch these weights into the cache and print where they are (a listed name; "
+                        "'torchvision', 'timm', 'IMAGENET1K_V1', ... need --model)")
+    add_refresh(p)
+    p.set_defaults(handler=_weights)
+
     p = sub.add_parser("inspect", help="what a weights file holds: format, architecture, width, classes, options")
-    p.add_argument("weights", help="a weights file or http(s) URL")
+    p.add_argument("weights", help="a weights file, an http(s) URL or a published name ('mobilenets weights')")
     add_weights_options(p)
     add_refresh(p)
     p.set_defaults(handler=_inspect)
 
     p = sub.add_parser("convert", help="write any supported weights file as a mobilenets checkpoint")
     p.add_argument("src", help="weights file or http(s) URL: .safetensors, .pth/.pt (torchvision, timm, "
-                               "mobilenets), Keras .h5, .tflite")
+                               "mobilenets), Keras .h5, .tflite; or a published name ('mobilenets weights')")
     p.add_argument("dst", type=output_path("checkpoint"), help="the mobilenets checkpoint to write (.safetensors)")
     add_weights_options(p)
     add_refresh(p)
@@ -56,7 +111,8 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=_convert)
 
     p = sub.add_parser("predict", help="top-5 ImageNet (or checkpoint) labels of images")
-    p.add_argument("--weights", required=True, help="weights file or http(s) URL, any supported format")
+    p.add_argument("--weights", required=True, help="weights file or http(s) URL, any supported format, or a "
+                                                    "published name ('mobilenets weights')")
     p.add_argument("images", nargs="+", help="image files")
     add_weights_options(p)
     add_refresh(p)

@@ -26,7 +26,7 @@ from ..errors import MobileNetsError, one_line, output_file
 from ..model import ModelConfig
 from ..preprocess import IMAGENET, TF_INCEPTION, Preprocessing
 from . import keras as keras_fmt
-from . import ours, tflite, timm, torchvision
+from . import hub, ours, tflite, timm, torchvision
 from .formats import detect_format
 from .layout import Architecture, canonical_shapes, infer_architecture, to_model_keys
 from .source import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, open_source, sha256sum, source_name
@@ -242,12 +242,17 @@ def _infer(canonical: dict[str, torch.Tensor], fmt: str, name: str | None = None
         raise MobileNetsError(f"{fmt} weights: {e}") from None
 
 
-def _check_name(name: str | None) -> None:
-    from ..registry import get_model_entry, list_models
+def _check_name(name: str | None, width: float | None, tf: bool | None) -> tuple[str | None, float | None,
+                                                                                  bool | None]:
+    """(registered name, width, tf) for the caller's ``name``, which may be a timm / torchvision alias
+    (``tf_mobilenetv3_small_100``: mobilenet_v3_small width 1, TF-trained)."""
+    from ..registry import get_model_entry, resolve_alias
 
     if name is None:
-        return
+        return None, width, tf
     get_model_entry(name)  # unknown: "did you mean ...?"
+    name, width, _, alias_tf = resolve_alias(name, width)
+    return name, width, True if alias_tf and tf is None else tf
 
 
 def _check_width(width) -> None:
@@ -267,6 +272,9 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
                  timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE) -> _Read:
     """Read ``source`` (path or URL) into canonical tensors and a :class:`WeightsInfo`.
 
+    ``source`` may also name published weights (:mod:`~mobilenets.weights.hub`: ``"timm:mobilenetv2_100.ra_in1k"``,
+    or with ``name``: ``"torchvision"``, ``"IMAGENET1K_V1"``, ...): fetched into the cache and hash-checked, read
+    with the preprocessing its publisher evaluated with.
     ``name``/``width`` say which architecture the caller expects (a file holding another is an error that
     says what it holds); ``tf`` says the weights came from TensorFlow (TF "SAME" padding, BN eps 1e-3,
     [-1, 1] inputs) where the file cannot say it (timm ``tf_*`` state dicts); by default Keras and TFLite
@@ -275,13 +283,22 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
     """
     from ..labels import imagenet_labels
 
-    _check_name(name)
-    _check_width(width)
     _check_flag(tf, "tf", optional=True)
+    _check_width(width)
+    name, width, tf = _check_name(name, width, tf)
     _check_flag(refresh, "refresh")
+    entry = hub.lookup(source, model=name, width=width)
+    if entry is not None:
+        if sha256 is not None:
+            raise MobileNetsError(f"{entry.name}: published weights are checked against their own published hash; "
+                                  "sha256= is for files and URLs")
+        source = hub.fetch(entry, refresh=refresh, timeout=timeout, deadline=deadline)
+        tf = True if tf is None and entry.tf else tf  # timm tf_* files cannot say it; other files can
     with open_source(source, sha256=sha256, refresh=refresh, timeout=timeout, deadline=deadline) as src:
-        parsed = _parse(src.path, src.label)
-    where = src.url or str(src.path)
+        parsed = _parse(src.path, entry.name if entry else src.label)
+    where = entry.name if entry else src.url or str(src.path)
+    if entry is not None:
+        source = entry.name
     if parsed.dense is not None:
         return _dense_read(parsed, source, where, src.final, name, width)
     fmt, canonical, arch = parsed.format, parsed.tensors, parsed.arch
@@ -314,9 +331,10 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
     background = fmt in TF_FORMATS and file_classes == 1001
     names = tuple(imagenet_labels()) if file_classes - int(background) == 1000 else None
     bn_eps = TF_BN_EPS if is_tf else torchvision.bn_eps(arch.name) if fmt == "torchvision" else 1e-5
+    published = entry.preprocessing() if entry is not None else None
     info = WeightsInfo(str(source), fmt, arch.name, arch.width, file_classes, background,
                        canonical["stem.conv.weight"].shape[1], is_tf, bn_eps,
-                       TF_INCEPTION if is_tf else IMAGENET, names, fixed_stem=arch.fixed_stem)
+                       published or (TF_INCEPTION if is_tf else IMAGENET), names, fixed_stem=arch.fixed_stem)
     return _Read(info, canonical, parsed.folded, None, parsed.state, src.final)
 
 
@@ -469,6 +487,10 @@ def load_weights(model: nn.Module, source: str | os.PathLike, *, keep_background
     """
     _check_model(model)
     _check_flag(keep_background, "keep_background")
+    config = getattr(model, "config", None)
+    entry = hub.lookup(source, model=getattr(config, "name", None), width=getattr(config, "width", None))
+    if entry is not None:  # "IMAGENET1K_V1", "timm": this model's published file
+        source = entry.name
     return _load(model, read_weights(source, tf=tf, sha256=sha256, refresh=refresh), keep_background=keep_background)
 
 

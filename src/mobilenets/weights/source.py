@@ -8,7 +8,9 @@ was given) and **parsed as weights** (:func:`open_source` commits it after the r
 corrupted or wrong download never looks cached. A cached file that fails to read is reported as the cached
 download it is ("delete it or pass --refresh"); ``refresh=True`` downloads again. Every read has a timeout
 and the whole download a deadline (a server dripping bytes cannot hold it open). Give the expected hash as
-``sha256=...`` or as a URL fragment, ``https://.../w.pth#sha256=...``.
+``sha256=...`` or as a URL fragment, ``https://.../w.pth#sha256=...``. A download shows a tqdm progress bar
+on stderr when it is a terminal. Published files by name (``"timm:mobilenetv3_large_100.ra_in1k"``) are
+:mod:`~mobilenets.weights.hub`'s, fetched through here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import http.client
 import os
 import re
 import socket
+import sys
 import tempfile
 import threading
 import urllib.error
@@ -30,7 +33,7 @@ from typing import Iterator
 
 from ..errors import MobileNetsError, existing_file, one_line
 
-__all__ = ["resolve_source", "open_source", "Source", "cache_dir", "sha256sum", "source_name", "is_url",
+__all__ = ["resolve_source", "open_source", "Source", "cache_dir", "cache_path", "sha256sum", "source_name", "is_url",
            "DEFAULT_TIMEOUT", "DEFAULT_DEADLINE", "MAX_DOWNLOAD_BYTES"]
 
 DEFAULT_TIMEOUT = 60.0  # seconds any one network operation may wait
@@ -40,6 +43,13 @@ MAX_DOWNLOAD_BYTES = 2 << 30  # no MobileNet file comes near this; a server stre
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MOBILENETS_CACHE") or Path.home() / ".cache" / "mobilenets")
+
+
+def cache_path(url: str) -> Path:
+    """Where the download of ``url`` (fragment ignored) is cached: a folder named by the URL's hash, the file
+    named by :func:`source_name`, so no URL text ever becomes a path."""
+    url = url.partition("#")[0]
+    return cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16] / source_name(url)
 
 
 def sha256sum(path: Path) -> str:
@@ -106,13 +116,16 @@ def _text(source) -> str:
 
 @contextmanager
 def open_source(source: str | os.PathLike, *, sha256: str | None = None, refresh: bool = False,
-                timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE) -> Iterator[Source]:
+                timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE,
+                progress: bool | None = None) -> Iterator[Source]:
     """The file for ``source`` (a path, or a URL fetched into the cache), for the ``with`` block to read.
 
     A fresh download enters the cache only if the block completes (the reader accepted it); a cached file the
     block rejects comes back as a :class:`MobileNetsError` saying it is a cached download to delete or
-    ``refresh``. Raises :class:`MobileNetsError` for a missing file, a directory, a failed, cut or timed-out
-    download, an HTML page or a hash mismatch.
+    ``refresh``. A download shows a tqdm progress bar on stderr when that is a terminal (``progress``: True
+    always, False never), so logs and piped output get only the result or the one-line error. Raises
+    :class:`MobileNetsError` for a missing file, a directory, a failed, cut or timed-out download, an HTML page
+    or a hash mismatch.
     """
     text = _text(source)
     if not is_url(text):
@@ -126,15 +139,15 @@ def open_source(source: str | os.PathLike, *, sha256: str | None = None, refresh
         yield Source(path, str(path), path)
         return
     url, sha256 = _split_hash(text, sha256)
-    folder = cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16]
-    target = folder / source_name(url)
+    target = cache_path(url)
+    folder = target.parent
     if not refresh and target.is_file() and (sha256 is None or sha256sum(target) == sha256):
         try:
             yield Source(target, f"cached download {target} of {url}", target, url, cached=True)
         except MobileNetsError as e:
             raise MobileNetsError(f"{e} (delete it or pass --refresh)") from None
         return
-    tmp = _download(url, sha256, folder, timeout=timeout, deadline=deadline)
+    tmp = _download(url, sha256, folder, timeout=timeout, deadline=deadline, progress=progress)
     try:
         yield Source(tmp, url, target, url)
         os.replace(tmp, target)
@@ -215,7 +228,17 @@ def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(Http, Https, Redirect)
 
 
-def _download(url: str, sha256: str | None, folder: Path, *, timeout: float, deadline: float) -> Path:
+def _progress_bar(url: str, total: int | None, enabled: bool | None):
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=source_name(url),
+                disable=not enabled, leave=False, file=sys.stderr)
+
+
+def _download(url: str, sha256: str | None, folder: Path, *, timeout: float, deadline: float,
+              progress: bool | None = None) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".download.", suffix=".part", dir=folder)
@@ -235,11 +258,14 @@ def _download(url: str, sha256: str | None, folder: Path, *, timeout: float, dea
                     raise MobileNetsError(f"{url}: {expected} bytes is larger than any weights file this library "
                                           f"reads (limit {MAX_DOWNLOAD_BYTES})")
                 received = 0
-                while chunk := response.read1(1 << 16):
-                    received += len(chunk)
-                    if received > MAX_DOWNLOAD_BYTES:
-                        raise MobileNetsError(f"{url}: download larger than {MAX_DOWNLOAD_BYTES} bytes; stopped")
-                    out.write(chunk)
+                with _progress_bar(url, expected, progress) as bar:
+                    while chunk := response.read1(1 << 16):
+                        received += len(chunk)
+                        if received > MAX_DOWNLOAD_BYTES:
+                            raise MobileNetsError(f"{url}: download larger than {MAX_DOWNLOAD_BYTES} bytes; "
+                                                  "stopped")
+                        out.write(chunk)
+                        bar.update(len(chunk))
                 if watchdog.expired:
                     raise TimeoutError
                 if expected is not None and received != expected:
