@@ -47,7 +47,8 @@ class QATConfig:
     """One QAT fine-tuning job. ``weights``: the float checkpoint to start from (a mobilenets classifier
     checkpoint; its classes, preprocessing and model are kept). ``data``: as ``mobilenets train``'s (None: the
     built-in digits). ``lr``: AdamW's peak (a tenth of training's 4e-3 by default: fine-tuning, not training),
-    cosine to 0 after one warm-up epoch. ``freeze_observers``: the last epochs train with fixed ranges."""
+    cosine to 0 after one warm-up epoch. ``freeze_observers``: the last epochs train with fixed ranges (never
+    the first epoch, which observes them)."""
 
     weights: str
     output: str | None = None  # run folder; None: runs/<checkpoint stem>-qat
@@ -191,7 +192,8 @@ def train_qat(config: QATConfig) -> QATResult:
         log.info("QAT from %s (%s, float val top-1 %.2f%%): %d epochs on %s", config.weights, info.model, top1_float,
                  config.epochs, data.description)
         for epoch in range(config.epochs):
-            if epoch == config.epochs - config.freeze_observers:
+            # the ranges are observed for at least one epoch before they may be frozen
+            if epoch == max(1, config.epochs - config.freeze_observers):
                 gm.apply(disable_observer)
             move_exported_model_to_train(gm)
             t0, loss_sum, n = time.perf_counter(), 0.0, 0
