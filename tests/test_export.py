@@ -302,17 +302,17 @@ def digits_ckpt(tmp_path_factory):
     return train(TrainConfig(output=str(out / "run"), progress=False)).best_checkpoint
 
 
-# Lower bounds on the digits val top-1 agreement of int8 with fp32, and on the accuracy lost, for the default
-# job's checkpoint (digits_ckpt). The checkpoint is trained where the test runs and differs from machine to
-# machine (the CPU's kernels change the training numerics), so the bounds hold over independently trained
-# default-job checkpoints with a margin: benchmarks/int8_robustness.py measured, over seeds 0-5 (this CPU,
-# AVX-512 VNNI), the minimums in benchmarks/results/int8_robustness.json ("table": ptq/<format>/<default
-# method>). onnxruntime's file computes the same on CPUs without VNNI (7-bit weights:
-# test_int8_onnx_holds_without_vnni); with 8-bit weights the emulated no-VNNI agreement fell to 94.7% on seed 1,
-# the failure the issue reported (94.4%). XNNPACK (LiteRT, ExecuTorch) has no such case, but ExecuTorch's spread
-# over checkpoints is the widest (96.7% on one checkpoint of an AVX2 machine).
-INT8_MIN_AGREEMENT = {"onnx": 0.98, "tflite": 0.97, "executorch": 0.95}
-INT8_MAX_DROP = {"onnx": 0.025, "tflite": 0.03, "executorch": 0.04}
+# Lower bounds on the digits val top-1 agreement of int8 with fp32, and upper bounds on the accuracy lost, for
+# the default job's checkpoint (digits_ckpt). The checkpoint is trained where the test runs and differs from
+# machine to machine (the CPU's kernels change the training numerics), so the bounds hold over independently
+# trained default-job checkpoints with a margin. benchmarks/int8_robustness.py over seeds 1-5 (AVX-512 VNNI CPU,
+# benchmarks/results/int8_robustness.json), minimum agreement / maximum drop: onnxruntime 99.72% / 0.28 points
+# (min/max, percentile and entropy alike), LiteRT 99.44% / 0.28, ExecuTorch 100% / 0 with min/max (4
+# checkpoints; the quantizer's histogram default: 98.61% / 0.84 over 5). onnxruntime's file computes the same
+# on CPUs without VNNI (7-bit weights: test_int8_onnx_holds_without_vnni); with 8-bit weights the emulated
+# no-VNNI agreement fell to 89.97-99.44% over the same checkpoints, the failure the issue reported.
+INT8_MIN_AGREEMENT = {"onnx": 0.98, "tflite": 0.97, "executorch": 0.96}
+INT8_MAX_DROP = {"onnx": 0.025, "tflite": 0.03, "executorch": 0.035}
 
 
 @pytest.mark.slow
@@ -352,7 +352,10 @@ def test_qat_checkpoint_exports_to_int8(digits_ckpt, tmp_path):
     assert result.val_top1_qat > 90.0  # fake-quantized; the float start is > 95% (digits_ckpt's test)
     report = export_model(result.checkpoint, tmp_path / "q.onnx", format="onnx", int8=True, calib="digits",
                           eval_size=None)
-    assert report.top1_agreement >= INT8_MIN_AGREEMENT["onnx"]
+    # measured over 4 checkpoints (2-3 QAT epochs): agreement with the QAT model's float >= 98.61%, int8
+    # accuracy at most 0.56 points below the float start
+    assert report.top1_agreement >= 0.97
+    assert report.accuracy >= result.val_top1_float / 100 - INT8_MAX_DROP["onnx"]
 
 
 def test_cli_int8_options_errors(tmp_path):
