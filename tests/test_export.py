@@ -206,6 +206,7 @@ def test_calibration_selection():
     assert random.tolist() == _pick(100, 5, "random").tolist()  # seeded: the same on every run
 
 
+@pytest.mark.slow
 def test_int8_onnx_holds_without_vnni(tmp_path):
     """The default ONNX int8 file has 7-bit weights in every integer conv / GEMM but the depthwise ones, so
     onnxruntime's AVX2 kernels (no VNNI), which add adjacent uint8 x int8 products in a saturating int16,
@@ -232,6 +233,7 @@ def test_int8_onnx_holds_without_vnni(tmp_path):
     assert onnx_weights_fit_int16_pairs(full.path)[0] == 127  # per-channel symmetric: each channel's max is 127
 
 
+@pytest.mark.slow
 def test_int8_onnx_keeps_parts_in_float(tmp_path):
     """keep_float leaves the named parts' convs / GEMMs without integer weights; the others stay int8."""
     pytest.importorskip("onnxruntime.quantization")
