@@ -54,11 +54,11 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def assert_one_line_error(rc: int, err: str, command: str, *needles: str) -> str:
-    """Exit 2, one line on stderr, ``mobilenets <command>: error: ...`` holding every needle, no traceback and
-    no terminal escape code."""
+def assert_one_line_error(rc: int, err: str, command: str, *needles: str, code: int = 2) -> str:
+    """Exit ``code`` (2; predict's unreadable images: 1), one line on stderr, ``mobilenets <command>: error: ...``
+    holding every needle, no traceback and no terminal escape code."""
     lines = err.strip().splitlines()
-    assert rc == 2, (rc, err)
+    assert rc == code, (rc, err)
     assert "Traceback" not in err and "\x1b" not in err, err
     assert len(lines) == 1, err
     assert lines[0].startswith(f"mobilenets {command}: error: "), err
@@ -573,7 +573,7 @@ def test_bad_metadata_is_one_line_in_the_cli(files, tmp_path, capsys, command):
 def test_decompression_bombs_are_one_line_errors(files, tmp_path, capsys):
     bomb = png_bomb(tmp_path / "bomb.png")
     rc, _, err = cli(capsys, "predict", "--weights", files / "ck.safetensors", bomb)
-    assert_one_line_error(rc, err, "predict", str(bomb), "not a readable image", "decompression bomb")
+    assert_one_line_error(rc, err, "predict", str(bomb), "not a readable image", "decompression bomb", code=1)
     with pytest.raises(MobileNetsError, match="decompression bomb"):
         mobilenets.predict.predict(files / "ck.safetensors", [bomb])
 
@@ -594,7 +594,7 @@ def test_broken_images_are_one_line_errors(files, tmp_path, capsys, content):
     img = tmp_path / "x.png"
     img.write_bytes(content)
     rc, _, err = cli(capsys, "predict", "--weights", files / "ck.safetensors", img)
-    assert_one_line_error(rc, err, "predict", str(img), "not a readable image")
+    assert_one_line_error(rc, err, "predict", str(img), "not a readable image", code=1)
 
 
 # ============================================================================================== arguments

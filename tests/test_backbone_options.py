@@ -14,7 +14,8 @@ from mobilenets.features import FeatureExtractor, Tap, downsampling_expansion_ta
 
 from .conftest import ALL_MODELS
 
-INVERTED = [n for n in ALL_MODELS if n != "mobilenet_v1"]
+# V2 / V3 inverted residuals (V4's UIBs have no SSDLite expansion tap: its paper pairs V4 with other heads)
+INVERTED = [n for n in ALL_MODELS if n != "mobilenet_v1" and not n.startswith("mobilenet_v4")]
 
 
 @pytest.mark.parametrize("name", INVERTED)

@@ -46,7 +46,9 @@ def test_fold_batchnorm_preserves_outputs(name, tf_padding):
     model = small(name, tf_padding=tf_padding)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_batchnorm(model)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    # only the pre-norms of V4's attention blocks stay (no conv before them)
+    assert all(name.endswith(".norm") and type(folded.get_submodule(name.rpartition(".")[0])).__name__ == "MobileMQA"
+               for name, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d))
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert n_bn > 0 and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # input untouched
     # the convs keep their names (and gain biases); nothing else is renamed
@@ -96,20 +98,66 @@ def test_torchscript_export_every_model(name, tmp_path):
                                                  ("executorch", "executorch.runtime", True)])
 def test_mobile_formats(fmt, module, dynamic, tmp_path):
     pytest.importorskip(module)
-    # V3 with TF "SAME" padding (dynamic F.pad) and h-swish / hard-sigmoid
-    report = export_model(small("mobilenet_v3_small", tf_padding=True), tmp_path / f"m.{fmt}", format=fmt,
-                          input_size=SIZE)
+    # V3 with TF "SAME" padding (dynamic F.pad) and h-swish / hard-sigmoid, from a checkpoint whose class names
+    # and [-1, 1] preprocessing travel in the file's metadata
+    ck = _named_checkpoint(small("mobilenet_v3_small", tf_padding=True), tmp_path)
+    report = export_model(ck, tmp_path / f"m.{fmt}", format=fmt, input_size=SIZE)
     _check(report, fmt, dynamic)
+    _check_metadata(tmp_path / f"m.{fmt}", fmt, report)
+
+
+CLASSES = [f"digit {i}" for i in range(10)]
+
+
+def _named_checkpoint(model: nn.Module, folder) -> str:
+    from mobilenets.preprocess import TF_INCEPTION
+
+    path = folder / "named.safetensors"
+    save_checkpoint(model, path, CheckpointMeta(config=model.config, class_names=CLASSES, preprocessing=TF_INCEPTION))
+    return path
+
+
+def _check_metadata(path, fmt, report) -> None:
+    """The metadata read back from the exported file (without running it) says what an app needs: the class
+    names, the input layout and channel order, the resize / crop and the [-1, 1] scaling."""
+    from mobilenets.export import read_metadata
+
+    meta = read_metadata(path, fmt)
+    assert meta == load_artifact(path, fmt).metadata
+    assert meta["task"] == "classification" and meta["class_names"] == CLASSES and meta["outputs"] == ["logits"]
+    assert meta["input_size"] == [SIZE, SIZE] and meta["preprocessing"]["crop"] == SIZE
+    assert meta["preprocessing"]["mean"] == meta["preprocessing"]["std"] == [0.5, 0.5, 0.5]
+    inp = meta["input"]
+    assert (inp["layout"], inp["channel_order"], inp["dtype"]) == ("NCHW", "RGB", "float32")
+    assert inp["scaling"].startswith("[-1, 1]") and inp["value_range"] == [[-1.0] * 3, [1.0] * 3]
+    assert f"centre-crop {SIZE}x{SIZE}" in inp["resize"] and "10 class names" in report.summary()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_metadata_travels_with_the_file(fmt, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    ck = _named_checkpoint(small("mobilenet_v1"), tmp_path)
+    report = export_model(ck, tmp_path / f"m.{fmt}", format=fmt, input_size=SIZE)
+    _check_metadata(tmp_path / f"m.{fmt}", fmt, report)
+    if fmt == "onnx":  # the plain ONNX way to see it: metadata_props, key "mobilenets"
+        import json
+
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+        assert json.loads(props["mobilenets"])["class_names"] == CLASSES
 
 
 def test_failed_check_fails_the_export(tmp_path, monkeypatch):
     """A file that computes something else must not pass: the check raises and nothing is written."""
     from mobilenets.export import core
 
-    def wrong(model, x, path, dynamic):
+    def wrong(model, x, path, dynamic, metadata=None):
         other = small("mobilenet_v3_small")
         other.classifier.bias.data += 1.0
-        core._write_torchscript(fold_batchnorm(other), x, path, dynamic)
+        core._write_torchscript(fold_batchnorm(other), x, path, dynamic, metadata=metadata)
 
     monkeypatch.setitem(core._WRITERS, "torchscript", wrong)
     with pytest.raises(MobileNetsError, match="check failed"):

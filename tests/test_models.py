@@ -97,13 +97,14 @@ def test_forward_is_features_then_head(name):
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_reset_classifier_and_headless(name):
+    # batch 2: in training mode V4's head batch norm (on pooled 1x1 maps) needs more than one sample
     model = mobilenets.create_model(name)
     model.reset_classifier(7)
-    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
     assert model.config.num_classes == 7
     model.reset_classifier(0)
-    assert model(torch.randn(1, 3, 64, 64)).shape == (1, model.head_hidden_size)
-    assert mobilenets.create_model(name, num_classes=0)(torch.randn(1, 3, 64, 64)).shape[1] == model.head_hidden_size
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, model.head_hidden_size)
+    assert mobilenets.create_model(name, num_classes=0)(torch.randn(2, 3, 64, 64)).shape[1] == model.head_hidden_size
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -99,8 +99,7 @@ def test_paper_config_is_tf_deeplab_mobilenet_v3_seg(name, low, high):
 
 def _module_of_block(model, index: int) -> str:
     """Module path of body block ``index`` in the model's backbone."""
-    stage, j, _, _ = next(p for p in model.backbone._plan if p[2] == index)
-    return f"stages.{stage}.{j}"
+    return model.backbone.block_info[index].module
 
 
 def test_torchvision_config_low_tap_and_pooling():

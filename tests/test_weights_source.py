@@ -29,6 +29,9 @@ def test_url_downloads_once_then_uses_cache(server, cache):
         assert torch.equal(a.state_dict()[k], v) and torch.equal(b.state_dict()[k], v)
     cached = list(cache.rglob("*.safetensors"))
     assert len(cached) == 1 and sha256sum(cached[0]) == digest
+    from mobilenets.errors import file_mode
+
+    assert cached[0].stat().st_mode & 0o777 == file_mode()  # open()'s mode under the umask, not mkstemp's 0600
     assert resolve_source(f"{base}/v1.safetensors", sha256=digest) == cached[0]
 
 

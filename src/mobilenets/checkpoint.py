@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import MobileNetsError, existing_file, one_line, output_file
+from .errors import MobileNetsError, existing_file, file_mode, one_line, output_file
 from .model import ModelConfig
 from .preprocess import IMAGENET, Preprocessing
 
@@ -131,29 +131,17 @@ def _check_config(cfg: ModelConfig) -> None:
         create_model(cfg.name, **options)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask can only be read by setting it, which would race
-    with files other threads create): /proc on Linux, else the set-and-restore fallback."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path | str, write) -> None:
     """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
     path = output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give the result the mode open() would have
     try:
         write(tmp)
+        # mkstemp makes 0600 files, and some writers (safetensors) replace the file with another 0600 one: give
+        # the result the mode open() would have, after the write
+        os.chmod(tmp, file_mode())
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -163,10 +151,11 @@ def atomic_write(path: Path | str, write) -> None:
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, meta: CheckpointMeta | None = None) -> Path:
-    """Write ``model``'s weights and ``meta`` (default: the model's config) atomically as safetensors."""
+    """Write ``model``'s weights and ``meta`` (default: the model's config and the preprocessing its weights
+    expect, :attr:`MobileNet.preprocessing`) atomically as safetensors."""
     from safetensors.torch import save_file
 
-    meta = meta or CheckpointMeta(config=model.config)
+    meta = meta or CheckpointMeta(config=model.config, preprocessing=getattr(model, "preprocessing", IMAGENET))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_header()))
     return Path(path)
@@ -175,24 +164,39 @@ def save_checkpoint(model: nn.Module, path: Path | str, meta: CheckpointMeta | N
 def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """The tensors and metadata of a mobilenets checkpoint, validated like every weights file
     (:mod:`mobilenets.weights`): clear errors for anything else, a damaged file or metadata out of range."""
+    read = _read_checkpoint(path)
+    return read.state, read.meta
+
+
+# how the not-a-checkpoint error names a weights file's format (WeightsInfo.format)
+_FORMAT_NAMES = {"keras": "Keras", "tflite": "TFLite", "timm": "timm", "torchvision": "torchvision"}
+
+
+def _read_checkpoint(path: Path | str):
+    """``read_weights`` of a file that must be a mobilenets checkpoint; anything else is a one-line error that
+    names what the file is and what to do: an exported model (ONNX, ExecuTorch, TorchScript, a TFLite export)
+    is evaluated through the checkpoint it came from; other weights are converted first."""
     from .weights.core import read_weights
+    from .weights.formats import exported_model_kind
 
     path = existing_file(path, "a checkpoint file")
+    exported = exported_model_kind(path)  # before read_weights: no torch.load of a TorchScript archive
+    if exported is not None:
+        raise MobileNetsError(f"{path}: an exported {exported} model, not a mobilenets checkpoint: use the checkpoint "
+                              "it was exported from ('mobilenets export --weights CKPT --format F --eval DIR' "
+                              "reports the exported file's accuracy)")
     read = read_weights(path)
     if read.meta is None:
-        raise MobileNetsError(f"{path}: {read.info.format} weights, not a mobilenets checkpoint (no '{FORMAT}' "
-                              "metadata; 'mobilenets convert' writes one)")
-    return read.state, read.meta
+        name = _FORMAT_NAMES.get(read.info.format, read.info.format)
+        raise MobileNetsError(f"{path}: {name} weights, not a mobilenets checkpoint (no '{FORMAT}' metadata): "
+                              f"'mobilenets convert {path.name} {path.stem}.safetensors' writes one")
+    return read
 
 
 def load_checkpoint(path: Path | str) -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model a mobilenets checkpoint describes and load its weights (strict)."""
-    from .weights.core import _build, read_weights
+    from .weights.core import _build
 
-    path = existing_file(path, "a checkpoint file")
-    read = read_weights(path)
-    if read.meta is None:
-        raise MobileNetsError(f"{path}: {read.info.format} weights, not a mobilenets checkpoint (no '{FORMAT}' "
-                              "metadata; 'mobilenets convert' writes one)")
+    read = _read_checkpoint(path)
     model, _ = _build(read, num_classes=None, keep_background=False, options={})
     return model, read.meta

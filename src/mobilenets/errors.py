@@ -1,6 +1,6 @@
 """The one exception type the library raises for bad user input; the CLI prints it as a one-line error."""
 
-__all__ = ["MobileNetsError", "existing_file", "output_file", "one_line"]
+__all__ = ["MobileNetsError", "existing_file", "output_file", "one_line", "file_mode"]
 
 
 class MobileNetsError(Exception):
@@ -43,3 +43,26 @@ def one_line(text: str, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
     return text
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the process umask (0o644 under the usual 022): what
+    files written through a temp file (``tempfile.mkstemp`` makes them 0o600) are given before their rename."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which would race
+    with files other threads create): /proc on Linux, else the set-and-restore fallback."""
+    import os
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -6,7 +6,7 @@ import os
 
 from torch import nn
 
-from . import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (fill the registry: classifiers,
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4  # noqa: F401  (fill the registry: classifiers,
 from .detection import ssdlite  # noqa: F401  detectors,
 from .segmentation import deeplabv3, lraspp  # noqa: F401  segmenters)
 from .errors import MobileNetsError
@@ -24,7 +24,7 @@ def create_model(
     in_chans: int = 3,
     dropout: float | None = None,
     features_only: bool = False,
-    out_strides: tuple[int, ...] = (4, 8, 16, 32),
+    out_strides: tuple[int, ...] | None = None,
     weights: str | os.PathLike | None = None,
     pretrained: bool = False,
     **options,
@@ -47,12 +47,16 @@ def create_model(
         in_chans: input channels.
         dropout: dropout before the classifier; ``None`` keeps the paper's default.
         features_only: return a :class:`~mobilenets.features.FeatureExtractor` giving the stage-end feature
-            maps at ``out_strides`` (any of 2, 4, 8, 16, 32) instead of logits.
+            maps at ``out_strides`` (any of 2, 4, 8, 16, 32 up to ``output_stride``) instead of logits.
+            Default: 4, 8, 16, 32, those past a dilated ``output_stride`` dropped (16: 4, 8, 16; the stride-16
+            map is then the last stage's).
         **options: ``tf_padding=True`` for TensorFlow "SAME" padding, ``bn_eps`` for the batch-norm epsilon
             (TF/Keras use 1e-3); both are needed to reproduce TensorFlow-trained weights exactly. Backbone
             options for dense prediction: ``tail`` ("full", "detection", "segmentation": the halved last stage
             of V3 section 6.3 / TF DeepLab), ``output_stride`` (32, 16, 8: dilated last stages),
             ``dilation_style`` ("tf" or "torchvision"), ``fixed_stem`` (see :class:`~mobilenets.ModelConfig`).
+            ``global_pool``: "avg" (default), "max", or "" with ``num_classes=0`` for unpooled features (timm's
+            option; also :meth:`~mobilenets.MobileNet.reset_classifier`).
         weights: a weights file or http(s) URL in any format :mod:`mobilenets.weights` reads, or published
             weights by name (``mobilenets weights`` lists them): a catalog name
             (``"timm:mobilenetv3_large_100.ra_in1k"``), a source (``"torchvision"``, ``"timm"``, ``"keras"``,
@@ -82,9 +86,11 @@ def create_model(
 
         # The file says what it needs (an alias's options are what its file holds), except that a timm tf_*
         # state dict cannot say it was trained in TensorFlow: tf=True for a tf_* alias.
+        # (``tf=True`` from the caller too, as model_from_weights takes it)
+        tf_file = options.pop("tf", None)
         model, _ = model_from_weights(weights, name=name, width=width, num_classes=num_classes,
-                                      dropout=dropout, in_chans=in_chans, tf=True if tf else None, **options)
-        return FeatureExtractor(model, out_strides) if features_only else model
+                                      dropout=dropout, in_chans=in_chans, tf=True if tf else tf_file, **options)
+        return FeatureExtractor(model, _out_strides(model, out_strides)) if features_only else model
     options = {**({"tf_padding": True, "bn_eps": 1e-3} if tf else {}), **alias_options, **options}
     entry = get_model_entry(name)
     if entry.task != "classification":
@@ -98,5 +104,11 @@ def create_model(
         in_chans=in_chans, dropout=dropout, **options
     )
     if features_only:
-        return FeatureExtractor(model, out_strides)
+        return FeatureExtractor(model, _out_strides(model, out_strides))
     return model
+
+
+def _out_strides(model, out_strides: tuple[int, ...] | None) -> tuple[int, ...]:
+    if out_strides is not None:
+        return out_strides
+    return tuple(s for s in (4, 8, 16, 32) if s <= model.config.output_stride)

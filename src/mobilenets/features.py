@@ -7,16 +7,14 @@ tap follows from the table's strides (:func:`stage_end_taps`, :func:`downsamplin
 module names.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 from torch import nn
 
 from .errors import MobileNetsError
-from .model import BlockInfo, FeatureInfo, MobileNet
+from .model import BlockInfo, FeatureInfo, FeatureInfoList, MobileNet, _checkpoint
 
 __all__ = ["FeatureExtractor", "Tap", "stage_end_taps", "downsampling_expansion_tap", "POINTS"]
 
@@ -72,8 +70,13 @@ class FeatureExtractor(nn.Module):
 
     It holds the model's own ``stem`` and ``stages`` modules (not copies), so its state-dict keys are the
     model's minus the head, and weights for the full model load into it with ``strict=False``. Give either
-    ``out_strides`` (stage ends) or explicit ``taps``.
+    ``out_strides`` (stage ends) or explicit ``taps``. Like the model it is scriptable, exportable and
+    fx-traceable; ``feature_info`` has timm's accessors (``channels()``, ``reduction()``, ``module_name()``)
+    and ``pretrained_cfg`` / ``default_cfg`` are the model's.
     """
+
+    __jit_unused_properties__ = ["pretrained_cfg", "default_cfg"]
+    _points: List[List[str]]  # per kept block, in order: the points tapped in it (TorchScript needs the type)
 
     def __init__(self, model: MobileNet, out_strides: Sequence[int] = (4, 8, 16, 32), *,
                  taps: Sequence[Tap] | None = None) -> None:
@@ -87,22 +90,40 @@ class FeatureExtractor(nn.Module):
                 raise MobileNetsError(f"block {t.block} of {model.config.name} has no {t.point} output")
         taps = sorted(set(taps), key=lambda t: (t.block, POINTS.index(t.point) if t.point != "output" else 9))
         self.config = model.config
+        self.preprocessing = model.preprocessing
         self.taps = taps
         self.stem = model.stem
-        self.feature_info: list[FeatureInfo] = [self._info(model, t) for t in taps]
+        self.feature_info = FeatureInfoList(self._info(model, t) for t in taps)
         last = max(t.block for t in taps)
         # stages past the deepest tap would receive no gradient: leave them out (keys stay the model's)
         keep: list[list[int]] = []
-        self._plan: list[tuple[int, int, int, tuple[str, ...]]] = []  # (stage, index in stage, flat index, points)
+        self._points = []
         for b in model.block_info[:last + 1]:
             stage, j = (int(p) for p in b.module.split(".")[1:3])
             while len(keep) <= stage:
                 keep.append([])
             keep[stage].append(j)
-            points = tuple(t.point for t in taps if t.block == b.index)
-            self._plan.append((stage, j, b.index, points))
+            self._points.append([t.point for t in taps if t.block == b.index])
         self.stages = nn.Sequential(*(nn.Sequential(*(model.stages[i][j] for j in js)) for i, js in enumerate(keep)))
+        self.block_info = model.block_info[:last + 1]  # list[BlockInfo]: the blocks it holds (same module paths)
         self._stem_tap = any(t.block == -1 for t in taps)
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """As :meth:`MobileNet.set_grad_checkpointing`, block by block (blocks tapped inside are not
+        checkpointed)."""
+        self.grad_checkpointing = bool(enable)
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """The model's :attr:`MobileNet.pretrained_cfg` (input size, mean / std, crop), for timm's data config."""
+        from .model import _pretrained_cfg
+
+        return _pretrained_cfg(self.config, self.preprocessing)
+
+    @property
+    def default_cfg(self) -> dict:
+        return self.pretrained_cfg
 
     @staticmethod
     def _info(model: MobileNet, t: Tap) -> FeatureInfo:
@@ -116,19 +137,29 @@ class FeatureExtractor(nn.Module):
         stride = b.stride if t.point == "depthwise" else b.stride // conv_dw.stride[0]
         return FeatureInfo(f"{b.module}.{t.point}", b.exp_chs, stride)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = []
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        out: List[torch.Tensor] = []
         x = self.stem(x)
         if self._stem_tap:
             out.append(x)
-        for stage, j, _, points in self._plan:
-            block = self.stages[stage][j]
-            if not points or points == ("output",):
-                x = block(x)
-                if points:
-                    out.append(x)
-            else:
-                inner = block.forward_intermediates(x)
-                x = inner["output"]
-                out.extend(inner[p] for p in points)
+        i = 0
+        for stage in self.stages:  # TorchScript unrolls these loops: one block (and one type) per iteration
+            for block in stage:
+                points = self._points[i]
+                i += 1
+                inner_tap = len(points) > 1 or (len(points) == 1 and points[0] != "output")
+                # hasattr is decided per block when scripting: blocks without inner points need no such method
+                if hasattr(block, "forward_intermediates") and inner_tap:
+                    inner = block.forward_intermediates(x)
+                    x = inner["output"]
+                    for p in points:
+                        out.append(inner[p])
+                else:
+                    # spelled out for TorchScript, which skips the branch only on a literal is_scripting()
+                    if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                        x = _checkpoint(block, x)
+                    else:
+                        x = block(x)
+                    if len(points) > 0:
+                        out.append(x)
         return out

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["make_divisible", "make_activation", "create_conv2d", "Conv2dSame", "ConvNormAct", "ACTIVATIONS"]
+__all__ = ["make_divisible", "make_activation", "create_conv2d", "Conv2dSame", "ConvNormAct", "pad_same", "ACTIVATIONS"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -27,11 +27,13 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 # Activation names used in the architecture tables. "RE" in the V3 tables is plain ReLU; V1 and V2 use
 # ReLU6 as in the reference TensorFlow code (V1 paper says ReLU, its released weights were trained with
-# ReLU6); "HS" is h-swish, x * relu6(x + 3) / 6 (V3 section 5.2).
+# ReLU6); "HS" is h-swish, x * relu6(x + 3) / 6 (V3 section 5.2); "gelu" is the exact (erf) GELU of V4's
+# Hybrid-Large (TF Model Garden ``activation='gelu'``, Keras's default ``approximate=False``).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "relu6": nn.ReLU6,
     "hswish": nn.Hardswish,
+    "gelu": nn.GELU,
 }
 
 
@@ -39,12 +41,30 @@ def make_activation(name: str | None) -> nn.Module:
     """An activation module by table name (``None`` means linear: identity)."""
     if name is None:
         return nn.Identity()
+    if name == "gelu":
+        return nn.GELU()  # no in-place form
     return ACTIVATIONS[name](inplace=True)
 
 
 def _same_pad_amount(size: int, kernel: int, stride: int, dilation: int) -> int:
-    out = math.ceil(size / stride)
+    out = (size + stride - 1) // stride  # ceil(size / stride) in integers (symbolic sizes under torch.export)
     return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+
+
+def pad_same(x: torch.Tensor, kernel_size: Tuple[int, int], stride: Tuple[int, int],
+             dilation: Tuple[int, int]) -> torch.Tensor:
+    """Pad ``x`` as TensorFlow's "SAME" padding does for a conv with these settings (extra row / column at the
+    bottom / right). A leaf for torch.fx (its amounts come from the input size, which a symbolic trace does
+    not know), plain TorchScript for ``torch.jit.script``."""
+    ih, iw = x.shape[-2], x.shape[-1]
+    ph = _same_pad_amount(ih, kernel_size[0], stride[0], dilation[0])
+    pw = _same_pad_amount(iw, kernel_size[1], stride[1], dilation[1])
+    if ph > 0 or pw > 0:
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+    return x
+
+
+torch.fx.wrap("pad_same")  # symbolic tracing records one call instead of tracing the size arithmetic
 
 
 class Conv2dSame(nn.Conv2d):
@@ -60,12 +80,8 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
-        ph = _same_pad_amount(ih, self.kernel_size[0], self.stride[0], self.dilation[0])
-        pw = _same_pad_amount(iw, self.kernel_size[1], self.stride[1], self.dilation[1])
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
-        return super().forward(x)
+        x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return self._conv_forward(x, self.weight, self.bias)  # not super().forward: TorchScript has no super()
 
 
 def create_conv2d(
@@ -109,3 +125,42 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
+
+
+class LayerScale2d(nn.Module):
+    """Per-channel learned output scale ``x * gamma`` (CaiT's layer scale), ``gamma`` initialised to ``init``:
+    V4's hybrid blocks (TF Model Garden ``use_layer_scale``, ``layer_scale_init_value=1e-5``)."""
+
+    def __init__(self, channels: int, init: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): in training, zero a residual branch for a random ``p`` of the
+    samples and scale the rest by 1 / (1 - p); identity in eval mode or for ``p == 0``."""
+    if p <= 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    """:func:`drop_path` as a module (rate ``p``); no parameters, so state-dict keys are unaffected."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
+__all__ += ["LayerScale2d", "DropPath", "drop_path"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import torch
-
 from .errors import MobileNetsError
 
 __all__ = ["Preprocessing", "IMAGENET", "TF_INCEPTION", "INTERPOLATIONS", "MAX_CROP", "MAX_RESIZE"]
@@ -74,6 +72,7 @@ class Preprocessing:
 
     def transform(self):
         """The torchvision (transforms v2) eval pipeline: PIL image or uint8 tensor in, float tensor out."""
+        import torch
         from torchvision.transforms import v2
 
         return v2.Compose([

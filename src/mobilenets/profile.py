@@ -1,7 +1,9 @@
 """Cost accounting the papers' way: multiply-adds of convolutions and fully connected layers only.
 
 Batch norm, activations, pooling, the squeeze-excite gating multiply and residual adds are not counted
-(V1 section 3.1 counts "Mult-Adds" of the conv layers; V2/V3 use the same convention, see SPEC.md).
+(V1 section 3.1 counts "Mult-Adds" of the conv layers; V2/V3 use the same convention, see SPEC.md). V4's
+Mobile MQA adds the two attention matmuls (``q k^T`` and ``attn v``), which are not modules: each MQA block
+gives one "attention" row beside its projection convs. Softmax and layer scale are not counted.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .attention import MobileMQA
 from .blocks import SqueezeExcite
 
 __all__ = ["profile", "Profile", "LayerCost", "OP_TYPES"]
 
 # Operator types, in the order of V1 Table 2 (plus squeeze-excite, which V1 does not have).
-OP_TYPES = ("pointwise conv", "depthwise conv", "full conv", "fully connected", "squeeze-excite")
+OP_TYPES = ("pointwise conv", "depthwise conv", "full conv", "fully connected", "squeeze-excite", "attention")
 
 
 @dataclass(frozen=True)
 class LayerCost:
-    """One conv / linear layer: its module name, operator type, output shape (C, H, W or features),
-    parameter count (weight and bias) and multiply-adds for one image."""
+    """One conv / linear layer (or the attention matmuls of one MQA block, op type "attention", no parameters):
+    its module name, operator type, output shape (C, H, W or features), parameter count (weight and bias) and
+    multiply-adds for one image."""
 
     name: str
     op_type: str
@@ -103,9 +107,23 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224) -> Profil
                                   params, madds))
         return hook
 
+    def attention_hook_for(name: str):
+        def hook(mod, inputs, output):
+            queries = inputs[0].shape[-2] * inputs[0].shape[-1]
+            keys = mod.key_proj.last_keys
+            rows.append(LayerCost(f"{name}.attention", "attention", (mod.heads * mod.value_dim,) + tuple(output.shape[2:]),
+                                  0, mod.attention_madds(queries, keys)))
+        return hook
+
+    def keys_hook(mod, inputs, output):  # the key positions M (after any stride-2 downsampling)
+        mod.last_keys = output.shape[-2] * output.shape[-1]
+
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             hooks.append(module.register_forward_hook(hook_for(name, module)))
+        if isinstance(module, MobileMQA):
+            hooks.append(module.key_proj.register_forward_hook(keys_hook))
+            hooks.append(module.register_forward_hook(attention_hook_for(name)))
     was_training = model.training
     in_chans = model.config.in_chans if hasattr(model, "config") else 3
     try:
@@ -115,5 +133,8 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224) -> Profil
     finally:
         for hk in hooks:
             hk.remove()
+        for m in model.modules():
+            if isinstance(m, MobileMQA) and hasattr(m.key_proj, "last_keys"):
+                del m.key_proj.last_keys
         model.train(was_training)
     return Profile((h, w), rows, sum(p.numel() for p in model.parameters()))

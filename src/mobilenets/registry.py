@@ -18,9 +18,22 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["register_model", "list_models", "get_model_entry", "ModelEntry", "TASKS", "Alias", "ALIASES",
-           "resolve_alias"]
+           "resolve_alias", "BUILTIN_MODELS"]
 
 TASKS = ("classification", "detection", "segmentation")
+
+# The models this package registers, by task, in registration order (the import order in factory.py): what
+# the command line's --help lists without importing torch. tests/test_cli.py checks it against the filled
+# registry: a new built-in model is added here too.
+BUILTIN_MODELS: dict[str, tuple[str, ...]] = {
+    "classification": ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                       "mobilenet_v3_large_minimal", "mobilenet_v3_small_minimal", "mobilenet_v4_conv_small",
+                       "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large", "mobilenet_v4_hybrid_medium",
+                       "mobilenet_v4_hybrid_large"),
+    "detection": ("ssdlite_mobilenet_v1", "ssdlite_mobilenet_v2", "ssdlite_mobilenet_v3_large",
+                  "ssdlite_mobilenet_v3_small"),
+    "segmentation": ("deeplabv3_mobilenet_v2", "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,9 +62,16 @@ def register_model(*, published_widths: tuple[float, ...], paper: str, task: str
     return deco
 
 
+def _load_builtin() -> None:
+    """Import the model modules (``factory`` imports them all), which fills the registry: ``import mobilenets``
+    imports nothing eagerly."""
+    from . import factory  # noqa: F401
+
+
 def list_models(task: str | None = "classification", *, pretrained: bool = False) -> list[str]:
     """Names of the registered models of ``task`` (None: every task), in registration order; with
     ``pretrained=True`` only those with published weights in the catalog (``mobilenets weights``)."""
+    _load_builtin()
     names = [n for n, e in _REGISTRY.items() if task is None or e.task == task]
     if pretrained:
         from .weights.hub import PUBLISHED_WEIGHTS
@@ -64,6 +84,7 @@ def list_models(task: str | None = "classification", *, pretrained: bool = False
 def get_model_entry(name: str) -> ModelEntry:
     """The entry of ``name`` (a registered name or an alias of :data:`ALIASES`); an unknown name is a
     :class:`MobileNetsError` suggesting the close ones."""
+    _load_builtin()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -107,6 +128,16 @@ def _timm_aliases() -> dict[str, Alias]:
         out[f"tf_mobilenetv3_small_{w:03d}"] = Alias("mobilenet_v3_small", w / 100, tf=True)
     out["tf_mobilenetv3_large_minimal_100"] = Alias("mobilenet_v3_large_minimal", 1.0, tf=True)
     out["tf_mobilenetv3_small_minimal_100"] = Alias("mobilenet_v3_small_minimal", 1.0, tf=True)
+    # MobileNetV4 ("mobilenetv4_<variant>[_<width x 100>]"): below width 1 timm keeps the stem at its table
+    # width (_gen_mobilenet_v4: fix_stem=channel_multiplier < 1.0); Hybrid-L's 24 rounds back to 24 at 0.75, so
+    # there the fixed stem is the scaled one and the weights say width 0.75 without it
+    for variant in ("conv_small", "conv_medium", "conv_large", "hybrid_medium", "hybrid_large"):
+        out[f"mobilenetv4_{variant}"] = Alias(f"mobilenet_v4_{variant}", 1.0)
+    fixed = (("fixed_stem", True),)
+    out["mobilenetv4_conv_small_035"] = Alias("mobilenet_v4_conv_small", 0.35, options=fixed)
+    out["mobilenetv4_conv_small_050"] = Alias("mobilenet_v4_conv_small", 0.5, options=fixed)
+    out["mobilenetv4_hybrid_medium_075"] = Alias("mobilenet_v4_hybrid_medium", 0.75, options=fixed)
+    out["mobilenetv4_hybrid_large_075"] = Alias("mobilenet_v4_hybrid_large", 0.75)
     return out
 
 
@@ -123,7 +154,8 @@ def resolve_alias(name: str, width: float | None = None, options: dict | None = 
     gives its model, width and options (``options`` given by the caller win). A ``width`` other than the
     alias's is a :class:`MobileNetsError` (``mobilenetv3_large_100`` is width 1)."""
     options = dict(options or {})
-    alias = ALIASES.get(name) if isinstance(name, str) and name not in _REGISTRY else None
+    registered = isinstance(name, str) and (name in _REGISTRY or any(name in n for n in BUILTIN_MODELS.values()))
+    alias = ALIASES.get(name) if isinstance(name, str) and not registered else None
     if alias is None:
         return name, width, options, False
     if width is not None and alias.width is not None and abs(width - alias.width) > 1e-9:

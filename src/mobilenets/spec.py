@@ -1,6 +1,6 @@
 """Typed rows for the papers' architecture tables.
 
-Each architecture (``mobilenet_v1.py``, ``mobilenet_v2.py``, ``mobilenet_v3.py``) is a tuple of these rows,
+Each architecture (``mobilenet_v1.py`` ... ``mobilenet_v4.py``) is a tuple of these rows,
 one per row of the paper's table, so a reader can hold the code next to the paper. Channel counts are the
 paper's (width 1.0); the builder in ``model.py`` applies the width multiplier.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-__all__ = ["Conv", "DepthwiseSep", "Bottleneck", "Bneck", "Head", "Architecture", "Row"]
+__all__ = ["Conv", "DepthwiseSep", "Bottleneck", "Bneck", "FusedIB", "UIB", "MQA", "Head", "Architecture", "Row"]
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,58 @@ class Head:
     dropout: float = 0.2
     # True: ``hidden`` scales by max(width, 1); False: never width-scaled (see mobilenet_v3.py for why).
     width_floor_one: bool = False
+    # True: the hidden 1x1 conv has batch norm and no bias (V4, TF Model Garden's "convbn 1x1 1280" after the
+    # global pooling); False: a bias and no norm (V3's "NBN").
+    norm: bool = False
 
 
-Row = Union[Conv, DepthwiseSep, Bottleneck, Bneck]
+@dataclass(frozen=True)
+class FusedIB:
+    """A V4 "FusedIB" row (TF Model Garden ``fused_ib``): kxk full conv expanding the input ``exp`` times + BN +
+    act, then 1x1 projection + BN (linear); residual when shapes allow."""
+
+    kernel: int
+    stride: int
+    out: int
+    exp: float
+    act: str = "relu"
+
+
+@dataclass(frozen=True)
+class UIB:
+    """A V4 Universal Inverted Bottleneck row, in TF Model Garden's ``uib(start_dw_ks, middle_dw_ks, strides,
+    filters, expand_ratio)`` order. A kernel of 0 means "no such depthwise conv": (0, k) is the inverted
+    bottleneck (IB), (k, 0) ConvNext-like, (0, 0) FFN, (k, k') ExtraDW. The stride goes to the middle depthwise
+    conv when there is one (TF ``middle_dw_downsample=True``), else to the start one. The expansion width is
+    ``exp`` times the block's actual input channels. ``layer_scale``: the hybrids' per-channel output scale
+    (TF ``use_layer_scale``, initialised to 1e-5)."""
+
+    start_dw: int
+    mid_dw: int
+    stride: int
+    out: int
+    exp: float
+    act: str = "relu"
+    layer_scale: bool = False
+
+
+@dataclass(frozen=True)
+class MQA:
+    """A V4 Mobile MQA row (TF Model Garden ``mhsa`` with ``use_multi_query=True``): batch norm of the input,
+    multi-query attention (``heads`` query heads of ``key_dim``, one shared key head of ``key_dim`` and value
+    head of ``value_dim``), keys and values optionally downsampled by a stride-``kv_stride`` depthwise conv
+    (kernel ``kv_kernel``) + BN, output projection to ``out`` channels, layer scale, residual."""
+
+    out: int
+    heads: int
+    key_dim: int
+    value_dim: int
+    kv_stride: int = 1
+    kv_kernel: int = 3  # TF BlockSpec.downsampling_dw_kernel_size default
+    layer_scale: bool = True
+
+
+Row = Union[Conv, DepthwiseSep, Bottleneck, Bneck, FusedIB, UIB, MQA]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The ``mobilenets`` command: a thin layer over the library, one library call per subcommand.
+"""The mobilenets command: a thin layer over the library, one library call per subcommand.
 
 Each module here adds its subcommands (``add_commands(subparsers)``); a handler turns its arguments into plain
 values (or a config dataclass) and calls one library function. User errors
@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..errors import MobileNetsError, one_line
 from . import deploy, detection, models, segmentation, train, weights
-from .common import format_table
+from .common import HelpFormatter, add_verbose, format_table, quiet_third_party
 
 __all__ = ["main", "build_parser", "format_table"]
 
@@ -30,7 +30,11 @@ _GROUPS = (models, weights, train, detection, segmentation, deploy)
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the library's error format: one line, ``mobilenets <command>: error: ...``, exit 2
-    (``--help`` shows the usage)."""
+    (``--help`` shows the usage). Every subcommand's parser shows option defaults (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
@@ -41,16 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="mobilenets", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mobilenets {__version__}")
+    add_verbose(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in _GROUPS:
         group.add_commands(sub)
+    for command in sub.choices.values():
+        add_verbose(command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with quiet_third_party(args.verbose, native=getattr(args, "native_output", False)):
+            return int(args.handler(args) or 0)
     except (MobileNetsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         print(f"mobilenets {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -46,8 +46,7 @@ def add_commands(sub) -> None:
     p.add_argument("--weights", required=True, metavar="CKPT", help="a detection checkpoint (.safetensors)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--score-threshold", type=float_range(0, 1), default=0.3,
-                   help="keep boxes scoring at least this (default 0.3)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
-    p.add_argument("--output-dir", metavar="DIR", default=".",
-                   help="folder for the annotated PNGs (default: the current folder)")
+                   help="keep boxes scoring at least this")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--output-dir", metavar="DIR", default=".", help="folder for the annotated PNGs")
     p.set_defaults(handler=_detect)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import float_range, format_table, int_range, mark, model_name
+from .common import float_range, format_table, int_range, mark, model_name, model_names
 
 
 def _classifier_rows(names) -> None:
@@ -16,7 +16,8 @@ def _classifier_rows(names) -> None:
         p = r.published
         table.append([
             r.model, f"{r.width:g}", r.resolution,
-            f"{r.params / 1e6:.3f}", "" if p is None else f"{p.params_m:g}", mark(r.params_ok),
+            f"{r.params / 1e6:.3f}", "" if p is None else f"{p.params_m:g}",
+            "*" if p and p.params_note else mark(r.params_ok),
             f"{r.madds / 1e6:.1f}", "" if p is None else f"{p.madds_m:g}", "*" if p and p.madds_note else mark(r.madds_ok),
             "" if p is None else f"{p.top1:g}",
         ])
@@ -24,11 +25,13 @@ def _classifier_rows(names) -> None:
         ["model", "width", "res", "params(M)", "paper", "", "MAdds(M)", "paper", "", "top-1"], table,
         "lrrrrlrrlr",
     ))
-    print("\nparams: 1000 classes, batch norm included; MAdds: conv and FC multiply-adds only (the papers' count).")
+    print("\nparams: 1000 classes, batch norm included; MAdds: conv and FC multiply-adds only (the papers' count), "
+          "plus V4's attention matmuls.")
     print("ok: within 1.5% (or 0.6M) MAdds and 3.5% (or equal as printed) params of the paper.")
     for r in rows:
-        if r.published and r.published.madds_note:
-            print(f"* {r.model} {r.width:g}/{r.resolution}: {r.published.madds_note}")
+        for note in (r.published.params_note, r.published.madds_note) if r.published else ():
+            if note:
+                print(f"* {r.model} {r.width:g}/{r.resolution}: {note}")
 
 
 def _options(options) -> str:
@@ -134,20 +137,18 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    from ..registry import list_models
-
     p = sub.add_parser("models", help="every registered model with params and MAdds beside the papers' figures")
     p.add_argument("--task", choices=("all", "classification", "detection", "segmentation"), default="all",
                    help="which table(s): the classifiers at every published width/resolution, the published "
-                        "SSDLite rows, the published LR-ASPP / DeepLabv3 rows (default: all three)")
+                        "SSDLite rows, the published LR-ASPP / DeepLabv3 rows; all: the three")
     p.add_argument("--model", action="append", type=model_name(), metavar="NAME",
-                   help=f"classifiers: only this model (repeatable): {', '.join(list_models())}")
+                   help=f"classifiers: only this model (repeatable): {model_names()}")
     p.set_defaults(handler=_models)
 
     p = sub.add_parser("profile", help="per-layer params and MAdds, and the per-operator-type breakdown")
-    p.add_argument("model", type=model_name(None), metavar="MODEL", help=", ".join(list_models(None)))
-    p.add_argument("--width", type=float_range(0, 4, lo_open=True), default=1.0)
-    p.add_argument("--resolution", type=int_range(32, 4096), default=224)
+    p.add_argument("model", type=model_name(None), metavar="MODEL", help=model_names(None))
+    p.add_argument("--width", type=float_range(0, 4, lo_open=True), default=1.0, help="the width multiplier")
+    p.add_argument("--resolution", type=int_range(32, 4096), default=224, help="the square input side")
     p.add_argument("--num-classes", type=int_range(0, 100_000),
                    help="classifier outputs (default 1000) / class slots (default: the model's: 91 COCO for "
                         "SSDLite incl. background, 21 VOC for segmenters)")

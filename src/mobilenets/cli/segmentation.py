@@ -43,7 +43,6 @@ def add_commands(sub) -> None:
                                    "--output-dir.")
     p.add_argument("--weights", required=True, metavar="CKPT", help="a segmentation checkpoint (.safetensors)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
-    p.add_argument("--output-dir", metavar="DIR", default=".",
-                   help="folder for the PNGs (default: the current folder)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--output-dir", metavar="DIR", default=".", help="folder for the PNGs")
     p.set_defaults(handler=_segment)

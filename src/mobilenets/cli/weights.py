@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import one_line
 from .common import add_refresh, add_weights_options, describe, float_range, format_table, int_range, model_name, \
@@ -66,12 +67,16 @@ def _predict(args: argparse.Namespace) -> int:
     from ..predict import predict
 
     results = predict(args.weights, args.images, top=args.top, name=args.model, width=args.width, tf=args.tf,
-                      keep_background=args.keep_background, refresh=args.refresh)
+                      keep_background=args.keep_background, refresh=args.refresh, strict=False)
     for r in results:
+        if r.error is not None:  # reported in place, on stderr; the other images go on
+            sys.stdout.flush()
+            print(f"mobilenets predict: error: {one_line(r.error)}", file=sys.stderr, flush=True)
+            continue
         print(one_line(r.image))
         for label, p in r.top:
             print(f"  {p:6.3f}  {one_line(label)}")
-    return 0
+    return 1 if any(r.error is not None for r in results) else 0
 
 
 # hub.SOURCES, spelt out so that building the parser (--help) imports nothing heavy; a test keeps them equal
@@ -110,10 +115,14 @@ def add_commands(sub) -> None:
     p.add_argument("--keep-background", action="store_true", help="keep TF's 1001st (background) class")
     p.set_defaults(handler=_convert)
 
-    p = sub.add_parser("predict", help="top-5 ImageNet (or checkpoint) labels of images")
+    p = sub.add_parser("predict", help="top-5 ImageNet (or checkpoint) labels of images",
+                       description="Print each image's most probable classes. An image that cannot be read is "
+                                   "reported on stderr and the others are still classified. Exit status: 0 when "
+                                   "every image was classified, 1 when some could not be read, 2 for a usage or "
+                                   "weights error.")
     p.add_argument("--weights", required=True, help="weights file or http(s) URL, any supported format, or a "
                                                     "published name ('mobilenets weights')")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     add_weights_options(p)
     add_refresh(p)
     p.add_argument("--top", type=int_range(1, 100_000), default=5, help="how many classes to print per image")

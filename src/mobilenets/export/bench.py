@@ -1,7 +1,8 @@
 """Inference speed of our model on every runtime we export to, against torchvision's model on the same
 runtimes, in one run on one machine: batch-1 latency (median) and batch-32 throughput on N CPU threads.
 
-Rows per model ("ours" = mobilenets, "tv" = torchvision). Both models get the same treatment: random
+Rows per model ("ours" = mobilenets, "tv" = torchvision; for MobileNetV4, which torchvision does not have,
+the peer is timm's ``mobilenetv4_*``, rows "timm"). Both models get the same treatment: random
 initial weights whose batch-norm statistics are then recomputed (:func:`calibrate_batchnorm`) on the inputs
 the models see here: the built-in digits images at the benchmark resolution (which the int8 files are
 calibrated on) mixed one-to-one with the standard-normal tensors the timings and export checks use. Every
@@ -52,24 +53,20 @@ from ..checkpoint import atomic_write
 from ..errors import MobileNetsError
 from .core import export_model
 from .fuse import fold_batchnorm
+from .options import BENCH_MODELS, BENCH_RUNTIMES, DENSE_MODELS
 from .runtimes import load_artifact
 
 __all__ = ["BenchConfig", "run_benchmark", "time_fn", "time_interleaved", "calibrate_batchnorm",
            "bn_calibration_images", "count_ops"]
 
-RUNTIMES = ("onnx", "tflite", "executorch", "int8", "compile")
-# the dense rows: our model, its torchvision peer, the input side they are timed at (torchvision's evaluation
-# sizes: SSDLite's fixed 320x320 transform, LR-ASPP's resize to 520)
-DENSE_MODELS = {"ssdlite_mobilenet_v3_large": ("detection", "ssdlite320_mobilenet_v3_large", 320),
-                "lraspp_mobilenet_v3_large": ("segmentation", "lraspp_mobilenet_v3_large", 520)}
+RUNTIMES = BENCH_RUNTIMES
 DENSE_CHECK_IMAGES = 4  # val images the export check of a dense file runs on here (speed only)
 DENSE_BN_IMAGES = 16  # digits (+ as many noise tensors) calibrating the dense models' BN at 320 / 520 px
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    models: tuple[str, ...] = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
-                               "ssdlite_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+    models: tuple[str, ...] = BENCH_MODELS
     resolution: int = 224  # the classifiers' (the dense rows use DENSE_MODELS' sizes)
     threads: int = 2
     batch: int = 32  # the throughput batch
@@ -224,10 +221,21 @@ def _pytorch_paths(model: nn.Module, cfg: BenchConfig, timer: _Timer) -> list[tu
     return out
 
 
-def _torchvision(name: str) -> nn.Module:
+PEERS = ("tv", "timm")  # row-label prefixes of the peer libraries' models
+
+
+def _peer(name: str) -> tuple[str, nn.Module]:
+    """The peer library's model of ``name`` with random weights: torchvision's, or timm's for MobileNetV4
+    (torchvision declined it; timm holds the only public weights)."""
+    if name.startswith("mobilenet_v4"):
+        import timm
+
+        return "timm", timm.create_model(name.replace("mobilenet_v4", "mobilenetv4"), pretrained=False).eval()
     import torchvision
 
-    return getattr(torchvision.models, name)().eval()
+    if not hasattr(torchvision.models, name):
+        raise MobileNetsError(f"no peer model for {name} in torchvision or timm")
+    return "tv", getattr(torchvision.models, name)().eval()
 
 
 def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log, bn_images: np.ndarray) -> list[Row]:
@@ -236,7 +244,8 @@ def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log, bn
     torch.manual_seed(0)
     # the same treatment for both: random weights, batch-norm statistics from the same real images
     ours = calibrate_batchnorm(create_model(name), bn_images)
-    tv = calibrate_batchnorm(_torchvision(name), bn_images)
+    peer, tv = _peer(name)
+    tv = calibrate_batchnorm(tv, bn_images)
     rows: list[Row] = []
 
     def add(path: str, lat: float, thr: float | None, note: str = "", export=None) -> None:
@@ -244,7 +253,7 @@ def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log, bn
         log(f"  {path:<28} {lat:8.2f} ms" + (f"  {thr:8.1f} img/s" if thr else "") + (f"  ({note})" if note else ""))
 
     tv_eager, ours_eager = timer.measure(timer.torch_calls(tv), timer.torch_calls(ours))
-    add("tv eager", *tv_eager)
+    add(f"{peer} eager", *tv_eager)
     add("ours eager", *ours_eager)
     paths = _pytorch_paths(ours, cfg, timer)
     best = min(paths, key=lambda p: p[1])
@@ -259,9 +268,9 @@ def _bench_model(name: str, cfg: BenchConfig, timer: _Timer, work: Path, log, bn
         if fmt in cfg.skip or (int8 and "int8" in cfg.skip):
             continue
         runs = []
-        for who, model in (("ours", ours), ("tv", tv)):
-            # the peers: torchvision's fp32 model through the same ONNX Runtime and LiteRT exports
-            if who == "tv" and (int8 or fmt == "executorch"):
+        for who, model in (("ours", ours), (peer, tv)):
+            # the peers: torchvision's (timm's) fp32 model through the same ONNX Runtime and LiteRT exports
+            if who == peer and (int8 or fmt == "executorch"):
                 continue
             f = work / f"{who}_{name}{'_int8' if int8 else ''}.{fmt}"
             rep = export_model(model, f, format=fmt, int8=int8, calib="digits" if int8 else None,
@@ -370,15 +379,16 @@ def _ratios(rows: list[Row]) -> list[dict]:
         get = lambda p: by.get((model, p))  # noqa: E731
         lat = lambda p: get(p).latency_ms if get(p) else None  # noqa: E731
         ratios = {}
-        if lat("tv eager") and lat("ours best pytorch"):
-            ratios["best pytorch speedup vs tv eager"] = lat("tv eager") / lat("ours best pytorch")
-        elif lat("tv eager") and lat("ours eager"):  # the dense rows have no "best pytorch" search
-            ratios["ours/tv eager"] = lat("ours eager") / lat("tv eager")
+        tv = next((p for p in PEERS if get(f"{p} eager")), "tv")  # the model's peer library
+        if lat(f"{tv} eager") and lat("ours best pytorch"):
+            ratios[f"best pytorch speedup vs {tv} eager"] = lat(f"{tv} eager") / lat("ours best pytorch")
+        elif lat(f"{tv} eager") and lat("ours eager"):  # the dense rows have no "best pytorch" search
+            ratios[f"ours/{tv} eager"] = lat("ours eager") / lat(f"{tv} eager")
         for rt in ("onnxruntime", "litert"):
-            if lat(f"ours {rt}") and lat(f"tv {rt}"):
-                ratios[f"ours/tv {rt}"] = lat(f"ours {rt}") / lat(f"tv {rt}")
+            if lat(f"ours {rt}") and lat(f"{tv} {rt}"):
+                ratios[f"ours/{tv} {rt}"] = lat(f"ours {rt}") / lat(f"{tv} {rt}")
         ours_fp32 = [lat(f"ours {rt}") for rt in ("onnxruntime", "litert", "executorch") if lat(f"ours {rt}")]
-        peers = [lat(f"tv {rt}") for rt in ("onnxruntime", "litert") if lat(f"tv {rt}")]
+        peers = [lat(f"{tv} {rt}") for rt in ("onnxruntime", "litert") if lat(f"{tv} {rt}")]
         if ours_fp32 and peers:
             ratios["fastest ours fp32 / fastest peer"] = min(ours_fp32) / min(peers)
         int8 = [lat(f"ours {rt} int8") for rt in ("onnxruntime", "litert", "executorch") if lat(f"ours {rt} int8")]
@@ -389,7 +399,9 @@ def _ratios(rows: list[Row]) -> list[dict]:
 
 
 def _plot(rows: list[Row], path: Path, cfg: BenchConfig) -> None:
-    """Latency vs the papers' top-1 (V3 Figure 1's view): one marker per runtime, one row of points per model."""
+    """Latency vs the papers' top-1 (V3 Figure 1's, V4 Figure 1's view): one marker per runtime, one row of
+    points per model. The top-1 is each model's width-1.0 figure at 224, or at its one published resolution
+    (V4 Conv-M / Hybrid-M 256, -L 384); the latencies are all at ``cfg.resolution``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -397,14 +409,16 @@ def _plot(rows: list[Row], path: Path, cfg: BenchConfig) -> None:
 
     from ..published import PUBLISHED
 
-    top1 = {p.model: p.top1 for p in PUBLISHED if p.width == 1.0 and p.resolution == 224}
+    top1: dict[str, float] = {}
+    for p in sorted((p for p in PUBLISHED if p.width == 1.0), key=lambda p: p.resolution != 224):
+        top1.setdefault(p.model, p.top1)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     paths = list(dict.fromkeys(r.path for r in rows))
     markers = "os^vD<>pPX*h"
     for i, p in enumerate(paths):
         pts = [(r.latency_ms, top1[r.model]) for r in rows if r.path == p and r.model in top1]
         if pts:
-            style = {"facecolors": "none", "edgecolors": f"C{i}"} if p.startswith("tv") else {"color": f"C{i}"}
+            style = {"facecolors": "none", "edgecolors": f"C{i}"} if p.startswith(PEERS) else {"color": f"C{i}"}
             ax.scatter(*zip(*pts), marker=markers[i % len(markers)], s=45, label=p, **style)
     for m in dict.fromkeys(r.model for r in rows):
         if m in top1:
@@ -417,10 +431,11 @@ def _plot(rows: list[Row], path: Path, cfg: BenchConfig) -> None:
     ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"batch-1 latency, ms (median, {cfg.threads} CPU threads, log scale)")
-    ax.set_ylabel("published ImageNet top-1 at 224 (%)")
+    ax.set_ylabel("published ImageNet top-1 (%), at 224 (V4: its paper resolution)")
     ax.set_title(f"MobileNets at {cfg.resolution}: latency per runtime vs published accuracy")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right", title="hollow: torchvision's model", title_fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="lower right", title="hollow: torchvision's (V4: timm's) model",
+              title_fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

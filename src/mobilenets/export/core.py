@@ -2,8 +2,9 @@
 
 Every export goes to a temporary file next to the target, is loaded in its own runtime and run on sample
 inputs, and is renamed into place only when it matches PyTorch (fp32: max |difference| within
-``1e-4 x`` the largest |logit|; int8: top-1 agreement with fp32 at least ``min_int8_agreement``). Detectors and
-segmenters take the same path with their own checks and a metadata document in the file
+``1e-4 x`` the largest |logit|; int8: top-1 agreement with fp32 at least ``min_int8_agreement``), and its
+metadata document (task, preprocessing, class names: :func:`mobilenets.export.dense.metadata_document`) reads
+back unchanged. Detectors and segmenters take the same path with their own checks
 (:mod:`mobilenets.export.dense`).
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MobileNetsError, output_file
+from ..errors import MobileNetsError, file_mode, output_file
 from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
 from . import dense
 from .data import ImageSet, load_images
@@ -38,12 +39,12 @@ from .quantize import (
     onnx_nodes_to_exclude,
     pt2e_config,
 )
+from .options import INT8_FORMATS
 from .runtimes import FORMATS, METADATA_FILE, METADATA_METHOD, SUFFIXES, load_artifact, require, write_metadata
 
 __all__ = ["ExportReport", "export_model", "default_output", "FP32_RTOL", "INT8_FORMATS"]
 
 FP32_RTOL = 1e-4  # fp32 artifacts: max |diff| <= FP32_RTOL * max |logit| (the issue's acceptance bound)
-INT8_FORMATS = ("onnx", "tflite", "executorch")
 MAX_DYNAMIC_BATCH = 64  # ExecuTorch plans memory for an upper bound on the batch
 
 
@@ -175,7 +176,7 @@ DYNAMIC_BATCH = {"onnx": True, "tflite": False, "executorch": True, "torchscript
 
 
 def _int8_onnx(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool,
-               options: Int8Options = Int8Options()) -> None:
+               metadata: str | None = None, options: Int8Options = Int8Options()) -> None:
     """onnxruntime post-training static quantization: QDQ format, per-channel int8 weights, uint8
     activations (onnxruntime's recommended x86 settings), calibrated on ``calib`` with ``options``' method
     (MinMax by default). Weights are 7-bit unless ``options.reduce_range`` is False: the same file then
@@ -211,10 +212,12 @@ def _int8_onnx(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, 
             quantize_static(pre, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]))
+    if metadata is not None:
+        write_metadata(path, "onnx", metadata)
 
 
 def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool,
-                     options: Int8Options = Int8Options()) -> None:
+                     metadata: str | None = None, options: Int8Options = Int8Options()) -> None:
     """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric per-channel int8 weights,
     int8 activations; activation observer per ``options``: MinMaxObserver by default, measured better than the
     quantizer's HistogramObserver, see :data:`~mobilenets.export.quantize.DEFAULT_CALIB`), calibrated on
@@ -235,7 +238,7 @@ def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.nda
         for i in range(0, len(calib) - step + 1, step):
             gm(torch.from_numpy(calib[i:i + step]))
     gm = convert_pt2e(gm)
-    Path(path).write_bytes(_lower_executorch(gm, x, dynamic))
+    Path(path).write_bytes(_lower_executorch(gm, x, dynamic, metadata))
 
 
 class _QuantFriendlyHardSwish(nn.Module):
@@ -311,7 +314,7 @@ def _observe_residual_inputs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool,
-                 options: Int8Options = Int8Options()) -> None:
+                 metadata: str | None = None, options: Int8Options = Int8Options()) -> None:
     """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
     histogram calibration on ``calib``), converted to an int8 TFLite file (int8 input and output, whose
     scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels: V3 files are
@@ -333,6 +336,8 @@ def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray
             gm(torch.from_numpy(calib[i:i + 1]))
     gm = convert_pt2e(gm, fold_quantize=False)  # litert-torch folds the weight quantization itself
     litert_torch.convert(gm, (x,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(path)
+    if metadata is not None:
+        write_metadata(path, "tflite", metadata)
 
 
 _INT8_WRITERS = {"onnx": _int8_onnx, "tflite": _int8_tflite, "executorch": _int8_executorch}
@@ -362,6 +367,18 @@ def default_output(source: str | os.PathLike, format: str, *, int8: bool = False
     from ..weights.source import source_name
 
     return Path(Path(source_name(source)).stem + ("_int8" if int8 else "") + SUFFIXES[format])
+
+
+# suffixes that say what a file holds: an export named with another format's (or a weights file's) is refused
+_TELLING_SUFFIXES = {*SUFFIXES.values(), ".pth", ".safetensors", ".h5", ".keras"}
+
+
+def _check_suffix(path: Path, format: str) -> None:
+    """``m.tflite`` must not receive ONNX bytes: a suffix naming another format is refused (names the format
+    does not claim, ``m.bin``, are left to the caller)."""
+    if path.suffix.lower() in _TELLING_SUFFIXES and path.suffix.lower() != SUFFIXES[format]:
+        raise MobileNetsError(f"{path}: a {format} export named {path.suffix}, the suffix of another kind of file; "
+                              f"name it {path.with_suffix(SUFFIXES[format]).name}")
 
 
 def _check_options(*, input_size, calib_size, eval_size, min_int8_agreement, num_threads, check_images) -> None:
@@ -420,7 +437,9 @@ def export_model(
     :func:`mobilenets.model_from_weights` reads) to ``format`` ("onnx",
     "tflite", "executorch", "torchscript") at ``path`` (default: the checkpoint's name with the format's
     suffix, in the current folder: see :func:`default_output`), with batch norm folded into the convolutions,
-    and verify the written file in its runtime.
+    and verify the written file in its runtime. Every file carries a metadata document (task, model,
+    preprocessing spelled out, class names: :func:`mobilenets.export.dense.metadata_document`;
+    :func:`mobilenets.export.read_metadata` reads it), checked after the write like the outputs.
 
     ``input_size``: the square input side (default: the checkpoint's preprocessing crop; a detector object:
     its configured ``image_size``; else 224).
@@ -469,6 +488,7 @@ def export_model(
             raise MobileNetsError("an output path is needed when exporting a model object")
         path = default_output(model_or_ckpt, format, int8=int8)
     path = output_file(path, f"{format} file")
+    _check_suffix(path, format)
     model, name, prep, class_names = _resolve(model_or_ckpt, refresh)
     task = dense.task_of(model)
     if task != "classification" and int8:
@@ -487,10 +507,10 @@ def export_model(
     example = torch.randn(2 if dynamic else 1, in_chans, size, size, generator=torch.Generator().manual_seed(0))
 
     calib_set = eval_set = None
-    metadata = None
+    # what travels with the file, every task: preprocessing, class names (dense.metadata_document)
+    metadata = dense.metadata_document(model, name=name, size=size, prep=prep, class_names=class_names)
     if task != "classification":  # read the val images before writing anything: bad data fails fast
         eval_set = dense.load_val_images(task, eval_data, prep, check_images)
-        metadata = dense.metadata_document(model, name=name, size=size, prep=prep, class_names=class_names)
     elif int8:
         calib_set = load_images(calib, preprocessing=prep, role="calib", class_names=class_names, limit=calib_size,
                                 select=calib_select)
@@ -504,11 +524,10 @@ def export_model(
     try:
         try:
             if int8:
-                _INT8_WRITERS[format](folded, example, tmp, calib_set.images, dynamic, options)
-            elif metadata is not None:
-                _WRITERS[format](folded, example, tmp, dynamic, metadata=metadata)
+                _INT8_WRITERS[format](folded, example, tmp, calib_set.images, dynamic, metadata=metadata,
+                                      options=options)
             else:
-                _WRITERS[format](folded, example, tmp, dynamic)
+                _WRITERS[format](folded, example, tmp, dynamic, metadata=metadata)
         except MobileNetsError:
             raise
         except Exception as e:  # the exporters raise many types; report it in one line
@@ -516,10 +535,11 @@ def export_model(
             raise MobileNetsError(f"{format} export of {name} failed: {type(e).__name__}: {first}") from e
         if task == "classification":
             report = _verify(model, tmp, format=format, int8=int8, example=example, eval_set=eval_set,
-                             min_int8_agreement=min_int8_agreement, num_threads=num_threads)
+                             min_int8_agreement=min_int8_agreement, num_threads=num_threads, metadata=metadata)
         else:
             report = _verify_dense(model, tmp, format=format, task=task, example=example, val=eval_set, size=size,
                                    metadata=metadata, num_threads=num_threads)
+        os.chmod(tmp, file_mode())  # the temp file is 0600 (mkstemp); the export gets open()'s mode
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -530,9 +550,12 @@ def export_model(
 
 
 def _verify(model: nn.Module, tmp: str, *, format: str, int8: bool, example: torch.Tensor,
-            eval_set: ImageSet | None, min_int8_agreement: float, num_threads: int) -> ExportReport:
+            eval_set: ImageSet | None, min_int8_agreement: float, num_threads: int,
+            metadata: str | None = None) -> ExportReport:
     model = model.eval()
     art = load_artifact(tmp, format, num_threads=num_threads)
+    if metadata is not None and art.metadata != json.loads(metadata):
+        raise MobileNetsError(f"{format} check failed: the metadata read back from the file is not the one written")
     # random inputs (a batch of 2 where the batch is dynamic: proves a second batch size runs too), plus
     # up to 8 real images
     check = [torch.randn(3, *example.shape[1:], generator=torch.Generator().manual_seed(1)).numpy()]
@@ -563,7 +586,20 @@ def _verify(model: nn.Module, tmp: str, *, format: str, int8: bool, example: tor
             raise MobileNetsError(f"int8 {format} check failed: top-1 agreement with fp32 "
                                   f"{100 * report.top1_agreement:.1f}% < {100 * min_int8_agreement:g}% on "
                                   f"{report.eval_source}")
+    if art.metadata:
+        report.notes.append(_metadata_note(art.metadata, format))
     return report
+
+
+def _metadata_note(meta: dict, format: str) -> str:
+    """One line on what the file's metadata says (the summary's last line)."""
+    names = meta.get("class_names")
+    inp = meta.get("input", {})
+    where = {"onnx": "metadata_props", "tflite": "metadata entry", "executorch": "constant method",
+             "torchscript": "extra file"}[format]
+    classes = f"{len(names)} class names" if names else "no class names"
+    return (f"metadata ('mobilenets' {where}): {classes}; input {inp.get('layout')} {inp.get('channel_order')}, "
+            f"{inp.get('resize')}, scaling {inp.get('scaling')}")
 
 
 def _verify_dense(model: nn.Module, tmp: str, *, format: str, task: str, example: torch.Tensor, val: ImageSet,

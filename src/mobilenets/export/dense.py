@@ -3,9 +3,10 @@ that :func:`mobilenets.export.export_model` calls (one export path for every tas
 
 - **What is exported**: the tensor-only ``forward``. A detector's file has two outputs, ``cls_logits``
   (N, A, K + 1) and ``box_regression`` (N, A, 4), per default box; a segmenter's one, ``logits`` (N, C, H, W).
-- **What travels with the file**: a JSON document (:func:`metadata_document`) stored inside the file
-  (:mod:`mobilenets.export.runtimes`: ONNX ``metadata_props``, TFLite ``metadata``, an ExecuTorch constant method,
-  a TorchScript extra file) with the task, model name, input size, output names, preprocessing and class names;
+- **What travels with the file** (a classifier's too): a JSON document (:func:`metadata_document`) stored
+  inside the file (:mod:`mobilenets.export.runtimes`: ONNX ``metadata_props``, TFLite ``metadata``, an
+  ExecuTorch constant method, a TorchScript extra file) with the task, model name, input size, output names,
+  preprocessing (also spelled out: layout, RGB order, resize / crop, scaling) and class names;
   for a detector also its post-processing configuration (``"paper"`` / ``"torchvision"``) and its default
   boxes for the exported input size: (A, 4) XYXY pixels, float32, little-endian, row-major, base64-encoded.
   :func:`default_boxes_from` reads them back; :func:`detect_artifact` turns a loaded file's outputs into
@@ -38,6 +39,7 @@ from torch import nn
 from ..errors import MobileNetsError
 from ..preprocess import IMAGENET, Preprocessing
 from .data import ImageSet
+from .options import DEFAULT_CHECK_IMAGES
 
 __all__ = ["task_of", "output_names", "default_size", "default_preprocessing", "load_val_images",
            "metadata_document", "default_boxes_from", "detect_artifact", "torch_outputs", "OutputDiff",
@@ -47,7 +49,6 @@ __all__ = ["task_of", "output_names", "default_size", "default_preprocessing", "
 METADATA_FORMAT = "mobilenets.export/1"
 DETECTION_OUTPUTS = ("cls_logits", "box_regression")
 SEGMENTATION_OUTPUTS = ("logits",)
-DEFAULT_CHECK_IMAGES = 32  # val images the dense verification runs on
 MIN_PIXEL_AGREEMENT = 0.995  # segmenters: fraction of pixels whose argmax must equal PyTorch's (issue 10)
 SCORE_TOL = 1e-4  # detections: |score difference| (scores are probabilities in [0, 1])
 # Detections: boxes within BOX_RTOL x the input side, in pixels (0.032 px at 320). A box is decoded from codes
@@ -120,17 +121,35 @@ def load_val_images(task: str, data, prep: Preprocessing, limit: int) -> ImageSe
 
 # ------------------------------------------------------------------------------------------- metadata
 
-def metadata_document(model: nn.Module, *, name: str, size: int, prep: Preprocessing,
-                      class_names: list[str] | None) -> str | None:
-    """The JSON document stored in a dense model's exported file (None for classifiers: their files carry
-    none). A detector's holds its post-processing configuration and the default boxes for ``size`` x ``size``
-    inputs (see the module doc)."""
-    task = task_of(model)
+def input_description(task: str, prep: Preprocessing, size: int, in_chans: int = 3) -> dict:
+    """How an application turns an image into the exported file's input, spelled out for a reader of the
+    metadata who has not seen this library: layout, channel order, the resize / crop and the scaling."""
+    prep = prep.with_size(size)
     if task == "classification":
-        return None
+        resize = (f"resize the shorter side to {prep.resize} ({prep.interpolation}), then centre-crop "
+                  f"{size}x{size}")
+    else:
+        resize = f"resize to {size}x{size} ({prep.interpolation}), no crop"
+    lo = [round((0 - m) / s, 6) for m, s in zip(prep.mean, prep.std)]
+    hi = [round((1 - m) / s, 6) for m, s in zip(prep.mean, prep.std)]
+    scaling = "[-1, 1]: x / 127.5 - 1" if prep.mean == prep.std == (0.5, 0.5, 0.5) else \
+        "x / 255, then (x - mean) / std per channel"
+    return {"name": "input", "layout": "NCHW", "channels": in_chans, "channel_order": "RGB" if in_chans == 3 else
+            None, "dtype": "float32", "resize": resize, "scaling": scaling, "mean": list(prep.mean),
+            "std": list(prep.std), "value_range": [lo, hi]}
+
+
+def metadata_document(model: nn.Module, *, name: str, size: int, prep: Preprocessing,
+                      class_names: list[str] | None) -> str:
+    """The JSON document stored in an exported file (every task): the task, model, input size, output names,
+    preprocessing (the checkpoint's fields, and spelled out in ``input``: :func:`input_description`) and class
+    names; a detector's also holds its post-processing configuration and the default boxes for ``size`` x
+    ``size`` inputs (see the module doc)."""
+    task = task_of(model)
+    in_chans = getattr(getattr(model, "config", None), "in_chans", 3)
     doc = {"format": METADATA_FORMAT, "task": task, "model": name, "input_size": [size, size],
            "outputs": output_names(model), "preprocessing": prep.with_size(size).to_dict(),
-           "class_names": class_names}
+           "input": input_description(task, prep, size, in_chans), "class_names": class_names}
     num_classes = getattr(getattr(model, "config", None), "num_classes", None)
     if num_classes is not None:
         doc["num_classes"] = num_classes

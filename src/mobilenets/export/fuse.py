@@ -48,12 +48,22 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     Folded BNs become ``nn.Identity``, so the module tree and the convs' parameter names stay as they
     were (convs gain a ``bias``). Raises ``ValueError`` if a BN has no conv right before it. The input
     model is not modified.
+
+    Only plain ``nn.BatchNorm2d`` modules are folded: subclasses that do more (timm's ``BatchNormAct2d``
+    applies the activation inside the norm module) are left as they are, for the runtime to fuse.
+
+    A module may name batch norms that normalise its *input* in a ``_prenorm`` tuple (V4's Mobile MQA:
+    ``norm``): no conv precedes them, so they stay (an exact per-channel affine that the runtimes run as such;
+    folding it forward into the strided depthwise key / value convs would change their zero padding).
     """
     model = copy.deepcopy(model).eval()
     for parent in model.modules():
         prev_name, prev = None, None
+        prenorm = getattr(parent, "_prenorm", ())
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.BatchNorm2d):
+            if type(child) is nn.BatchNorm2d and name in prenorm:
+                continue
+            if type(child) is nn.BatchNorm2d:
                 if not isinstance(prev, nn.Conv2d) or prev.out_channels != child.num_features:
                     raise ValueError(f"cannot fold batch norm {name!r}: no conv with {child.num_features} "
                                      f"output channels right before it (found {prev_name!r})")

@@ -7,8 +7,9 @@ detector's class logits and box regressions). Each format is run by the runtime 
 onnxruntime, the LiteRT interpreter (``ai_edge_litert``), ExecuTorch's runtime (``executorch.runtime``, XNNPACK
 kernels), and TorchScript (``torch.jit.load``).
 
-Files of detectors and segmenters carry a JSON document, ``artifact.metadata`` (:func:`read_metadata`), in the
-place each format keeps such data: ONNX ``metadata_props`` under the key ``"mobilenets"``, a TFLite
+Every exported file carries a JSON document, ``artifact.metadata`` (:func:`read_metadata`): the task,
+preprocessing and class names (:func:`mobilenets.export.dense.metadata_document`), in the place each format
+keeps such data: ONNX ``metadata_props`` under the key ``"mobilenets"``, a TFLite
 ``metadata`` entry named ``"mobilenets"`` (the file's own flatbuffer field), an ExecuTorch constant method
 ``mobilenets_metadata`` returning the string, and a TorchScript extra file ``mobilenets.json``
 (:func:`write_metadata` / :mod:`mobilenets.export.dense` say what the document holds).
@@ -25,14 +26,11 @@ import numpy as np
 import torch
 
 from ..errors import MobileNetsError, existing_file
+from .options import EXTRAS, FORMATS, SUFFIXES
 
 __all__ = ["FORMATS", "SUFFIXES", "Artifact", "load_artifact", "require", "read_metadata", "write_metadata",
            "METADATA_KEY"]
 
-FORMATS = ("onnx", "tflite", "executorch", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte", "torchscript": ".pt"}
-# the pip extra that provides each format's exporter and runtime
-EXTRAS = {"onnx": "onnx", "tflite": "tflite-export", "executorch": "executorch", "torchscript": None}
 # the name the metadata document is stored under, in every format (ExecuTorch: METADATA_METHOD; TorchScript:
 # METADATA_FILE)
 METADATA_KEY = "mobilenets"
@@ -61,7 +59,8 @@ class Artifact:
     """A loaded artifact. ``fixed_batch`` is the batch size baked into the file (None: dynamic batch, up to
     ``max_batch`` when the format needs a bound); larger batches are run in chunks. ``num_outputs``: how many
     arrays a call returns (1: a bare array, as for classifiers; more: a tuple). ``metadata``: the file's
-    mobilenets document (``{}`` for files without one, e.g. classifiers)."""
+    mobilenets document (``{}`` for files without one: written elsewhere, or a classifier exported by
+    mobilenets before its files carried one)."""
 
     format: str
     path: Path

@@ -51,6 +51,8 @@ class ClassificationTask(Task):
 
         # what the weights were trained with: TF padding and BN eps (Keras / TFLite), a fixed stem (timm *_050)
         options = {"tf_padding": info.tf_padding, "bn_eps": info.bn_eps, "fixed_stem": info.fixed_stem} if info else {}
+        if self.config.drop_path_rate:  # V4 only: the model refuses it for V1-V3 in one line
+            options["drop_path_rate"] = self.config.drop_path_rate
         return create_model(self.config.model, width=self.config.width, num_classes=num_classes,
                             dropout=self.config.dropout, **options)
 
@@ -66,7 +68,8 @@ class ClassificationTask(Task):
                  f", new classifier for {model.config.num_classes} classes" if report.reinitialized else "")
 
     def head_modules(self, model: nn.Module) -> list[nn.Module]:
-        return [m for m in (getattr(model, "head_conv", None), model.classifier, model.dropout) if m is not None]
+        return [m for m in (getattr(model, "head_conv", None), getattr(model, "head_bn", None), model.classifier,
+                            model.dropout) if m is not None]
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor):
         logits = outputs.float()

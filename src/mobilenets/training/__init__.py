@@ -4,12 +4,22 @@
 - ``loop.py``: the loop (DDP, AMP, EMA, channels_last, progress, checkpoints, resume)
 - ``state.py``: RNG states and finding the run to resume
 - ``optim.py``: optimizers and schedules
+- ``batchnorm.py``: folded / missing batch-norm statistics, precise BN
 - ``records.py``: metrics.csv, TensorBoard, curves.png
 - ``distributed.py``: torchrun plumbing
 """
 
 from .config import AMP_MODES, AUGMENTS, DENSE_AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, TrainConfig
-from .loop import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train", "TASK_DEFAULTS", "OPTIMIZERS", "AMP_MODES", "AUGMENTS", "DENSE_AUGMENTS",
            "SCHEDULES", "HEADS"]
+
+
+def __getattr__(name: str):
+    """``train`` and ``TrainResult`` on first use: the config above is torch-free (the command line's --help
+    reads its defaults), the loop is not."""
+    if name in ("train", "TrainResult"):
+        from . import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -75,6 +75,8 @@ class TrainConfig:
     hflip: float | None = None  # None: 0.5, but 0 for digits (not mirror symmetric)
     crop_pct: float | None = None  # classification eval centre crop; None: 0.875, but 1.0 for digits
     dropout: float | None = None  # classification: None is the paper's
+    drop_path_rate: float = 0.0  # classification, MobileNetV4: stochastic depth, rising linearly to this rate
+    #                              (TF Model Garden's MNV4 Conv-M recipe: 0.075)
     head: str | None = None  # detection / segmentation: "paper" (TF reference configs) or "torchvision"
     reduced_tail: bool = False  # detection: halve the last stage (V3 section 6.3, "†")
     amp: str = "auto"  # auto: bf16 (or fp16) on GPUs, none on CPUs; bf16 works on CPUs too, fp16 GPU only
@@ -87,6 +89,10 @@ class TrainConfig:
     weights: str | None = None  # classification: fine-tune from these weights (new classifier); detection /
     #                             segmentation: initialise the backbone from classification weights
     freeze_backbone: bool = False  # train the head only
+    precise_bn: int = 256  # before each evaluation, recompute the batch-norm statistics (model and EMA) from this
+    #                        many training images: a precise-BN pass (train mode, cumulative average, no
+    #                        gradient, RNGs untouched); 0: evaluate with the running statistics. See
+    #                        training/batchnorm.py and the README's fine-tuning section for what it fixes and costs
     strict: bool = False  # an unreadable image is an error instead of a skipped, counted file
     output: str | None = None  # run folder; None: runs/<model>-<UTC time>
     resume: str | None = None  # a run folder (or its last.pt) to continue; its saved config is used
@@ -95,6 +101,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.task not in TASK_DEFAULTS:
             raise MobileNetsError(f"task must be one of {', '.join(TASK_DEFAULTS)}, got {self.task!r}")
+        # what the caller asked for (fields not at their declared default): what a resumed run must honour
+        self._asked = frozenset(f.name for f in fields(self) if getattr(self, f.name) != f.default)
+        if self.weights and self.model is None and self.task == "classification":
+            self._infer_from_weights()
         for name, value in TASK_DEFAULTS[self.task].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -140,11 +150,15 @@ class TrainConfig:
              f"crop pct must be in (0, 1], got {self.crop_pct}"),
             (self.dropout is None or (finite(self.dropout) and 0 <= self.dropout <= 1),
              f"dropout must be in [0, 1], got {self.dropout}"),
+            (finite(self.drop_path_rate) and 0 <= self.drop_path_rate < 1,
+             f"drop path rate must be in [0, 1), got {self.drop_path_rate}"),
             (isinstance(self.workers, int) and 0 <= self.workers <= 256, f"workers must be in [0, 256], got {self.workers}"),
             (self.samples is None or (isinstance(self.samples, int) and 1 <= self.samples <= 10_000_000),
              f"samples must be in [1, 10000000], got {self.samples}"),
             (self.samples is None or (self.data is None and self.task != "classification"),
              "samples sizes the built-in shapes set (detection / segmentation without --data)"),
+            (isinstance(self.precise_bn, int) and 0 <= self.precise_bn <= 10_000_000,
+             f"precise bn must be a number of images in [0, 10000000], got {self.precise_bn}"),
             (self.threads is None or (isinstance(self.threads, int) and 1 <= self.threads <= 1024),
              f"threads must be in [1, 1024], got {self.threads}"),
             (isinstance(self.seed, int) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed}"),
@@ -158,6 +172,21 @@ class TrainConfig:
             self.preprocessing()
         except MobileNetsError as e:
             raise MobileNetsError(f"resolution {self.resolution} with crop pct {self.eval_crop_pct:g}: {e}") from None
+
+    def _infer_from_weights(self) -> None:
+        """Model (and width, unless given) from the fine-tuning weights when no model is given, as the other
+        commands infer them (the TF options come from the file when the model is built)."""
+        from ..weights import inspect_weights
+
+        info = inspect_weights(self.weights)
+        self.model = info.model
+        if "width" not in self._asked:
+            self.width = info.width
+
+    @property
+    def asked(self) -> frozenset[str]:
+        """The fields given at construction with other values than their declared defaults."""
+        return self._asked
 
     @property
     def augments(self) -> tuple[str, ...]:

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..checkpoint import CheckpointMeta, atomic_write, save_checkpoint
 from ..errors import MobileNetsError
 from ..tasks import EvalContext, Task, get_task
+from .batchnorm import batchnorms, folded_batchnorms, missing_statistics, precise_bn, unfold_batchnorm
 from .config import TrainConfig
 from .distributed import Dist, barrier, gather_objects, init_distributed
 from .optim import make_optimizer, make_schedule
@@ -32,6 +36,8 @@ from .state import BEST_FILE, STATE_FILE, resolve_run, rng_state, seed_everythin
 __all__ = ["train", "TrainResult"]
 
 log = logging.getLogger("mobilenets")
+
+FIX_STATS_IMAGES = 512  # training images measured for folded / missing statistics of loaded weights
 
 
 @dataclass
@@ -96,7 +102,12 @@ def train(config: TrainConfig) -> TrainResult:
     device = resolve_device(config.device)
     dist = init_distributed(device.type)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        try:  # a GPU that is visible but cannot start (driver, busy, out of memory) is one line, not a traceback
+            torch.cuda.set_device(device)
+            torch.empty(1, device=device)
+        except (RuntimeError, AssertionError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise MobileNetsError(f"device {config.device!r}: CUDA could not start on {device} ({first})") from None
     amp_dtype = _amp_dtype(config, device)
     if config.sync_bn and dist.world > 1 and device.type != "cuda":
         raise MobileNetsError("--sync-bn needs GPUs (PyTorch's SyncBatchNorm has no CPU implementation)")
@@ -158,12 +169,15 @@ class _Run:
         if c.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
+        self._loaders()
+        self.ctx = EvalContext(self.device, self.amp_dtype, c.channels_last, dist.rank, dist.world)
+        if self.info is not None and self.state is None:
+            self._fix_loaded_statistics()
         self.ema = None
         if c.ema_decay > 0:
             from torch.optim.swa_utils import AveragedModel
 
             self.ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(c.ema_decay), use_buffers=True)
-        self._loaders()
         net = model
         if dist.world > 1:
             if c.sync_bn:
@@ -171,6 +185,8 @@ class _Run:
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = net
+        # every batch norm's own momentum (after any SyncBatchNorm conversion), for the warm-up in _train_epoch
+        self.bn_momenta = {m: m.momentum for m in batchnorms(model).values() if m.momentum is not None}
         self.optimizer = make_optimizer(c, model)
         self.scheduler = make_schedule(c, self.optimizer, len(self.train_loader))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -198,6 +214,76 @@ class _Run:
                                      c.task != "classification" else 64), num_workers=c.workers,
                                      collate_fn=self.data.collate)
 
+    # ------------------------------------------------------------------------------------ batch norm
+    def _bn_batches(self, images: int, salt: int):
+        """Up to ``images`` training images (all ranks together) as input batches on the device: a random
+        subset fixed by (seed, salt), the training transform, the training batch size per rank."""
+        from torch.utils.data import DataLoader, Subset
+
+        c, dist = self.config, self.dist
+        per_rank = c.batch_size // dist.world
+        n = min(images, len(self.data.train))
+        gen = torch.Generator().manual_seed((c.seed * 1_000_003 + salt) % 2**63)
+        order = torch.randperm(len(self.data.train), generator=gen)
+        mine = order[:n].tolist()[dist.rank::dist.world]
+        loader = DataLoader(Subset(self.data.train, mine), batch_size=min(per_rank, len(mine)) or 1,
+                            drop_last=len(mine) >= per_rank, num_workers=c.workers, collate_fn=self.data.collate)
+        for x, _ in loader:
+            yield self.ctx.inputs(x)
+
+    @contextmanager
+    def _rng_kept(self):
+        """Batch-norm passes draw training augmentations, but must not change the training that follows:
+        every RNG they touch is restored afterwards (a run trains the same with or without them)."""
+        py, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[self.device.index] if self.device.type == "cuda" else []):
+            yield
+        random.setstate(py)
+        np.random.set_state(np_state)
+
+    def _forward(self, model):
+        def run(x):
+            with self.ctx.autocast():
+                return model(x)
+        return run
+
+    def _fix_loaded_statistics(self) -> None:
+        """Folded (TFLite) or missing batch-norm statistics in the loaded weights, measured on training images
+        before the first step (see batchnorm.py)."""
+        c = self.config
+        # a detector / segmenter: the loaded weights are its backbone's, measured through the backbone alone
+        model = self.model.backbone if isinstance(getattr(self.model, "backbone", None), nn.Module) else self.model
+        folded, missing = folded_batchnorms(model), missing_statistics(model)
+        images = max(c.precise_bn or 0, FIX_STATS_IMAGES)
+        if folded:
+            t0 = time.perf_counter()
+            with self._rng_kept():
+                n = unfold_batchnorm(model, folded, self._bn_batches(images, 1), forward=self._forward(model),
+                                     world=self.dist.world)
+            log.info("%s: %d batch norms hold folded statistics (%s weights fold them into the convolutions): "
+                     "unfolded with the statistics of %d training images (same eval-mode function; %.1fs)",
+                     c.weights, len(folded), self.info.format, n, time.perf_counter() - t0)
+        if missing:
+            t0 = time.perf_counter()
+            with self._rng_kept():
+                n = precise_bn(model, self._bn_batches(images, 2), forward=self._forward(model),
+                               world=self.dist.world)
+            log.info("%s: %d batch norms have no running statistics: recomputed from %d training images (%.1fs)",
+                     c.weights, len(missing), n, time.perf_counter() - t0)
+
+    def _precise_bn(self, epoch: int) -> float:
+        """Statistics of the weights about to be evaluated (model and EMA); returns the seconds it took."""
+        c = self.config
+        if not c.precise_bn:
+            return 0.0
+        t0 = time.perf_counter()
+        for model in [self.model] + ([self.ema.module] if self.ema is not None else []):
+            scope = self.task.head_modules(model) if c.freeze_backbone else None  # a frozen backbone's stay
+            with self._rng_kept():
+                precise_bn(model, self._bn_batches(c.precise_bn, 100 + epoch), forward=self._forward(model),
+                           modules=scope, world=self.dist.world)
+        return time.perf_counter() - t0
+
     def _restore(self) -> None:
         s = self.state
         try:
@@ -214,8 +300,26 @@ class _Run:
             raise MobileNetsError(f"{self.config.resume}: the saved state does not fit the run's config ({first})"
                                   ) from None
         self.start_epoch, self.history, self.best = s["epoch"], s["history"], s["best"]
+        self._replan(json.loads(s["config"])["epochs"])
         rngs = s["rng"]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0], self.loader_gen)
+
+    def _replan(self, planned: int) -> None:
+        """A resumed run given another number of epochs: the schedule becomes the one a run of ``c.epochs``
+        epochs has (warmup and decay over the new total), continued from the current step, so the added epochs
+        train at the learning rates such a run would use there (a finished run's rate had decayed to 0)."""
+        c = self.config
+        if planned == c.epochs:
+            return
+        sched = self.scheduler
+        step = sched.last_epoch
+        before = self.optimizer.param_groups[0]["lr"]
+        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(step)
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        log.info("epochs %d -> %d: the %s schedule is re-planned over %d epochs and continues at step %d of %d "
+                 "(lr %.3g, was %.3g)", planned, c.epochs, c.schedule, c.epochs, step,
+                 c.epochs * len(self.train_loader), self.optimizer.param_groups[0]["lr"], before)
 
     def _open_log(self) -> None:
         """The run folder and its log, created only now that the run can start; what was logged while the run
@@ -260,20 +364,21 @@ class _Run:
             log.info("%s: %d classes, %d train / %d val images; %s width %g at %d; %d process(es) on %s, amp %s",
                      self.data.description, len(self.data.classes), len(self.data.train), len(self.data.val),
                      c.model, c.width, c.resolution, dist.world, self.device.type, self.amp_dtype or "off")
-            if self.state is None:
-                atomic_write(self.out / "config.json",
-                             lambda tmp: Path(tmp).write_text(json.dumps(c.to_dict(), indent=2)))
-            else:
-                log.info("resumed %s after epoch %d of %d", self.out, self.start_epoch, c.epochs)
+            # a resumed run rewrites it too: the epochs and runtime flags it now runs with
+            atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(c.to_dict(), indent=2)))
+            if self.state is not None:
+                log.info("resumed %s after epoch %d of %d%s", self.out, self.start_epoch, c.epochs,
+                         ": nothing left to train (--epochs N extends it)" if self.start_epoch >= c.epochs else "")
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.out / "tb"), purge_step=self.start_epoch + 1)
-        ctx = EvalContext(self.device, self.amp_dtype, c.channels_last, dist.rank, dist.world)
+        ctx = self.ctx
         t_run = time.perf_counter()
         for epoch in range(self.start_epoch, c.epochs):
             if dist.world > 1:
                 self.sampler.set_epoch(epoch)
             row = _train_epoch(self, epoch)
+            bn_s = self._precise_bn(epoch)
             metrics = self.task.evaluate(self.model, self.val_loader, ctx)
             row.update({f"val_{k}": v for k, v in metrics.items()})
             candidates = [(metrics[self.task.best_metric], False)]
@@ -291,8 +396,8 @@ class _Run:
                     self._save_best(epoch, value, is_ema)
                 tensorboard_scalars(writer, row, epoch + 1)
                 write_csv(self.history, self.out / "metrics.csv")
-                log.info("epoch %d/%d: %s | %.0f images/s", epoch + 1, c.epochs, self.task.message(row),
-                         row["images_per_s"])
+                log.info("epoch %d/%d: %s | %.0f images/s%s", epoch + 1, c.epochs, self.task.message(row),
+                         row["images_per_s"], f" | precise BN {bn_s:.1f}s" if c.precise_bn else "")
             self._save_state(epoch)
             barrier(dist.world)
         if dist.main:
@@ -339,7 +444,12 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{c.epochs}", unit="batch", leave=False,
                disable=not (c.progress and dist.main), dynamic_ncols=True)
     t0 = time.perf_counter()
-    for x, targets in bar:
+    for step, (x, targets) in enumerate(bar, start=epoch * len(run.train_loader)):
+        # BN statistics warm-up: a cumulative average over the first steps (momentum 1/(t+1) until it falls to
+        # the module's own), so no trace of the initial statistics (mean 0, var 1) is left after the first
+        # step; 0.1 alone leaves 0.9^t of them (15% after 18 steps: validation at chance in short runs)
+        for m, momentum in run.bn_momenta.items():
+            m.momentum = max(momentum, 1.0 / (step + 1))
         x = x.to(run.device, non_blocking=True)
         if c.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

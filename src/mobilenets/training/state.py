@@ -55,6 +55,39 @@ def set_rng_state(state: dict, loader_gen: torch.Generator) -> None:
 
 _STATE_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "scaler", "ema", "history", "best", "rng")
 
+# What a resumed run may change: how this process runs (not what it computes), how BN statistics are measured
+# before evaluations, and the number of epochs (the schedule is re-planned: see the loop's _restore). Every
+# other field is the run's and a different value is refused.
+RUNTIME_FIELDS = ("threads", "workers", "device", "progress", "amp", "channels_last", "strict", "sync_bn",
+                  "precise_bn")
+RESUME_CHANGES = (*RUNTIME_FIELDS, "epochs")
+
+
+def _flag(name: str) -> str:
+    return {"channels_last": "--no-channels-last", "progress": "--no-progress"}.get(name, "--" + name.replace("_", "-"))
+
+
+def _resumed_config(saved: TrainConfig, config: TrainConfig, state: dict, state_path: Path) -> TrainConfig:
+    """The saved config with the changes ``config`` asks for that a resumed run can honour; any other asked
+    change is a one-line error naming the flags."""
+    from dataclasses import replace
+
+    mine, theirs = saved.to_dict(), config.to_dict()
+    asked = config.asked - {"resume"}
+    changes = {k: theirs[k] for k in sorted(asked) if theirs[k] != mine[k]}
+    refused = [k for k in changes if k not in RESUME_CHANGES]
+    if refused:
+        what = ", ".join(f"{_flag(k)} ({mine[k]!r} in the run, {theirs[k]!r} asked)" for k in refused)
+        raise MobileNetsError(f"{state_path}: a resumed run keeps its configuration; it cannot change {what} "
+                              f"(only {', '.join(_flag(k) for k in RESUME_CHANGES)} can change; start a new run "
+                              "with --weights for the rest)")
+    done = state["epoch"]
+    if "epochs" in changes and changes["epochs"] < done:
+        raise MobileNetsError(f"{state_path}: the run has already trained {done} epochs; --epochs must be at least "
+                              f"{done}, got {changes['epochs']}")
+    changes["progress"] = config.progress  # this terminal's choice, asked or not
+    return replace(saved, **changes)
+
 
 def resolve_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
     """The config, run folder and saved state of the run to continue (or a fresh run's config and folder).
@@ -85,12 +118,13 @@ def resolve_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
             on_disk = TrainConfig.from_dict(json.loads(folder_config.read_text())).to_dict()
         except Exception:
             on_disk = None
-        keys = ("task", "model", "width", "resolution", "epochs", "batch_size", "data", "head", "reduced_tail")
+        # (not epochs: a resumed run may extend itself, rewriting config.json before its state)
+        keys = ("task", "model", "width", "resolution", "batch_size", "data", "head", "reduced_tail", "seed")
         if on_disk is None or any(on_disk.get(k) != saved.to_dict().get(k) for k in keys):
             raise MobileNetsError(f"{state_path}: does not match {folder_config} (another run's state?); "
                                   "nothing was changed")
     if not isinstance(state["epoch"], int) or not 0 <= state["epoch"] <= saved.epochs:
         raise MobileNetsError(f"{state_path}: epoch {state['epoch']!r} is out of range for {saved.epochs} epochs")
+    saved = _resumed_config(saved, config, state, state_path)
     saved.resume = str(state_path)
-    saved.progress = config.progress
     return saved, state_path.parent, state

@@ -398,7 +398,7 @@ def _load(model: nn.Module, read: _Read, *, keep_background: bool) -> LoadReport
     current = model.state_dict()
     wanted = {k: v for k, v in current.items() if not k.endswith("num_batches_tracked")}
     if not hasattr(model, "classifier"):  # a FeatureExtractor: stem and the stages it keeps, no head
-        cut = [k for k in incoming if k.startswith(("head_conv.", "classifier.", "body."))]
+        cut = [k for k in incoming if k.startswith(("head_conv.", "head_bn.", "classifier.", "body."))]
         report.unused += sorted(cut)
         for k in cut:
             del incoming[k]
@@ -443,6 +443,8 @@ def _load(model: nn.Module, read: _Read, *, keep_background: bool) -> LoadReport
         new_state["classifier.bias"] = torch.zeros_like(current["classifier.bias"])
     model.load_state_dict(new_state)  # one call: all or nothing
     report.loaded = sorted(incoming)
+    if hasattr(model, "preprocessing"):  # MobileNet / FeatureExtractor: their pretrained_cfg follows the weights
+        model.preprocessing = info.preprocessing
 
     cfg = model.config
     if info.tf_padding != cfg.tf_padding or (info.bn_eps != cfg.bn_eps and not read.folded_bn):
@@ -539,10 +541,16 @@ def convert_weights(source: str | os.PathLike, destination: str | os.PathLike, *
                     sha256: str | None = None, refresh: bool = False) -> LoadReport:
     """Write the weights in ``source`` (any supported format) as a mobilenets checkpoint at ``destination``
     (atomically), with the model config, the class names (ImageNet for 1000/1001-class files) and the
-    preprocessing the weights need. Returns the :class:`LoadReport` of the load."""
+    preprocessing the weights need. Returns the :class:`LoadReport` of the load.
+
+    The checkpoint is a safetensors file: a ``destination`` not named ``*.safetensors`` (``out.pth``, which
+    readers would take for a pickle) is refused before anything is read, naming the right name."""
     from ..checkpoint import CheckpointMeta, save_checkpoint
 
     destination = output_file(destination, "checkpoint")
+    if destination.suffix.lower() != ".safetensors":
+        raise MobileNetsError(f"{destination}: a mobilenets checkpoint is a safetensors file; name it "
+                              f"{destination.with_suffix('.safetensors').name}")
     _check_flag(keep_background, "keep_background")
     read = read_weights(source, name=name, width=width, tf=tf, sha256=sha256, refresh=refresh)
     model, report = _build(read, num_classes=None, keep_background=keep_background, options={})

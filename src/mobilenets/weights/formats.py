@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import MobileNetsError
 
-__all__ = ["detect_format", "KINDS"]
+__all__ = ["detect_format", "exported_model_kind", "KINDS"]
 
 KINDS = ("h5", "tflite", "torch", "safetensors")
 _HDF5 = b"\x89HDF\r\n\x1a\n"
@@ -85,7 +85,78 @@ def detect_format(path: Path, label: str | None = None) -> str:
         raise MobileNetsError(f"{label}: not a readable safetensors file ({verdict})")
     if _is_pickle(head):
         return "torch"
+    if _is_executorch(head):
+        raise MobileNetsError(f"{label}: an exported ExecuTorch program, not a weights file")
     if head.lstrip()[:1] == b"<":
         raise MobileNetsError(f"{label}: an HTML or XML document, not a weights file")
     raise MobileNetsError(f"{label}: not a weights file this library reads (safetensors, PyTorch .pth/.pt, "
                           "Keras .h5, TFLite .tflite)")
+
+
+def _is_executorch(head: bytes) -> bool:
+    """ExecuTorch's .pte: a FlatBuffer whose file identifier (offset 4) is "ET" and a 2-digit schema version."""
+    return len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit()
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (``torch.jit.save``): a zip holding ``<root>/code/__torch__/...`` sources, which
+    ``torch.save``'s archives (data.pkl, data/<n>) never hold."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/__torch__/" in n for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_onnx(path: Path) -> bool:
+    """An ONNX model: the protobuf parses as a ``ModelProto`` with an IR version and graph nodes (checked with
+    the ``onnx`` package when installed; without it no file is called ONNX)."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf raises several types for bytes that are not a model
+        return False
+    return model.ir_version > 0 and len(model.graph.node) > 0
+
+
+def _has_mobilenets_metadata(data: bytes) -> bool:
+    """A TFLite file with the ``metadata`` entry ``mobilenets`` that exports write (mobilenets.export.runtimes)."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        return False
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        return any(model.Metadata(i).Name() == b"mobilenets" for i in range(model.MetadataLength()))
+    except Exception:  # noqa: BLE001 - a damaged flatbuffer: not ours
+        return False
+
+
+def exported_model_kind(path: Path) -> str | None:
+    """The deployment format of a file that holds an exported model rather than weights to train or convert:
+    "ONNX", "ExecuTorch", "TorchScript" or "TFLite" (a TFLite file written by ``mobilenets export``; published
+    TFLite files are weights this library reads). None for anything else. Used to name the file in errors
+    ("m.onnx: an exported ONNX model, not a checkpoint")."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if _is_executorch(head):
+        return "ExecuTorch"
+    if head.startswith(_ZIP):
+        return "TorchScript" if _is_torchscript(path) else None
+    if head[4:8] == b"TFL3":
+        return "TFLite" if _has_mobilenets_metadata(path.read_bytes()) else None
+    if head[:1] == b"\x08":  # protobuf field 1 (ModelProto.ir_version), varint: parse only files no reader takes
+        try:
+            detect_format(path)
+        except MobileNetsError:
+            return "ONNX" if _is_onnx(path) else None
+    return None

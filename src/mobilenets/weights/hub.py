@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MobileNetsError, one_line
+from ..errors import MobileNetsError, file_mode, one_line
 
 __all__ = ["PublishedWeights", "PUBLISHED_WEIGHTS", "CATALOG", "SOURCES", "lookup", "default_weights",
            "published_for", "fetch", "download", "is_cached", "is_available", "cached_path"]
@@ -542,6 +542,7 @@ def _fetch_from_archive(entry: PublishedWeights, *, refresh: bool, progress: boo
                             out.write(chunk)
                     if detect_format(Path(tmp), entry.name) != "tflite":
                         raise MobileNetsError(f"its {one_line(member.name, 80)} is not a TFLite file")
+                    os.chmod(tmp, file_mode())  # mkstemp's 0600: open()'s mode under the umask
                     os.replace(tmp, target)
                 finally:
                     Path(tmp).unlink(missing_ok=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import MobileNetsError, existing_file, one_line
+from ..errors import MobileNetsError, existing_file, file_mode, one_line
 
 __all__ = ["resolve_source", "open_source", "Source", "cache_dir", "cache_path", "sha256sum", "source_name", "is_url",
            "DEFAULT_TIMEOUT", "DEFAULT_DEADLINE", "MAX_DOWNLOAD_BYTES"]
@@ -150,6 +150,7 @@ def open_source(source: str | os.PathLike, *, sha256: str | None = None, refresh
     tmp = _download(url, sha256, folder, timeout=timeout, deadline=deadline, progress=progress)
     try:
         yield Source(tmp, url, target, url)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600: the cache gets open()'s mode under the umask
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
