@@ -49,8 +49,8 @@ CALIB_METHODS = {
 }
 # "auto": per runtime, the method with the best worst-case agreement over the default-job digits checkpoints
 # of benchmarks/int8_robustness.py (benchmarks/results/int8_robustness.json). onnxruntime: min/max, percentile
-# and entropy tie (min 99.72% over 5 checkpoints), min/max is the cheapest. ExecuTorch: min/max 100% on each of
-# 4 checkpoints where the quantizer's default HistogramObserver had a 98.61% minimum over 5. LiteRT: the
+# and entropy tie (min 99.72% over 5 checkpoints), min/max is the cheapest. ExecuTorch: min/max 99.72% minimum over 5
+# checkpoints (100% on 4), the quantizer's default HistogramObserver 98.61%. LiteRT: the
 # quantizer's histogram default (min 99.44% over 5; min/max not measured for lack of CPU time).
 DEFAULT_CALIB = {"onnx": "minmax", "tflite": "histogram", "executorch": "minmax"}
 FLOAT_PARTS = ("stem", "classifier", "se", "hswish")
