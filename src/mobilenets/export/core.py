@@ -318,8 +318,8 @@ def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray
     """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
     histogram calibration on ``calib``), converted to an int8 TFLite file (int8 input and output, whose
     scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels: V3 files are
-    int8 end to end (activation observer per ``options``); V2 keeps its last ReLU6 and the 7x7 global pool in float (litert-torch's quantizer leaves
-    a pool whose input is a clamp unannotated). h-swish, hard-sigmoid and ReLU6 are first rewritten into
+    int8 end to end (activation observer per ``options``); V2 keeps its last ReLU6 and the 7x7 global pool in
+    float (litert-torch's quantizer leaves a pool whose input is a clamp unannotated). h-swish, hard-sigmoid and ReLU6 are first rewritten into
     quantizable ops (:func:`_quant_friendly_activations`), and residual adds observed
     (:func:`_observe_residual_inputs`)."""
     litert_torch = require("tflite", "litert_torch")

@@ -28,13 +28,11 @@ case.
 from __future__ import annotations
 
 import ast
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import MobileNetsError
 
@@ -49,9 +47,9 @@ CALIB_METHODS = {
 }
 # "auto": per runtime, the method with the best worst-case agreement over the default-job digits checkpoints
 # of benchmarks/int8_robustness.py (benchmarks/results/int8_robustness.json). onnxruntime: min/max, percentile
-# and entropy tie (min 99.72% over 5 checkpoints), min/max is the cheapest. ExecuTorch: min/max 99.72% minimum over 5
-# checkpoints (100% on 4), the quantizer's default HistogramObserver 98.61%. LiteRT: the
-# quantizer's histogram default (min 99.44% over 5; min/max not measured for lack of CPU time).
+# and entropy tie (min 99.72% over 5 checkpoints), min/max is the cheapest. ExecuTorch: min/max 99.72% minimum
+# over 5 checkpoints (100% on 4), the quantizer's default HistogramObserver 98.61%. LiteRT: the quantizer's
+# histogram default (min 99.44% over 5; min/max not measured for lack of CPU time).
 DEFAULT_CALIB = {"onnx": "minmax", "tflite": "histogram", "executorch": "minmax"}
 FLOAT_PARTS = ("stem", "classifier", "se", "hswish")
 CALIB_SELECTIONS = ("spread", "random")  # an even spread over the source's order, or a seeded random sample

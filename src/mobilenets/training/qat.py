@@ -67,10 +67,12 @@ class QATConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (isinstance(self.epochs, int) and 1 <= self.epochs <= 1000, f"epochs must be in [1, 1000], got {self.epochs}"),
+            (isinstance(self.epochs, int) and 1 <= self.epochs <= 1000,
+             f"epochs must be in [1, 1000], got {self.epochs}"),
             (isinstance(self.batch_size, int) and self.batch_size >= 2,
              f"batch size must be >= 2, got {self.batch_size}"),
-            (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
+             f"lr must be > 0, got {self.lr}"),
             (isinstance(self.freeze_observers, int) and 0 <= self.freeze_observers <= self.epochs,
              f"freeze_observers must be in [0, epochs], got {self.freeze_observers}"),
             (self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
