@@ -397,3 +397,18 @@ def test_release_archive_yields_its_tflite(server, cache, pretrained_dir, monkey
     with pytest.raises(MobileNetsError, match="not a readable .tgz archive"):
         hub.fetch(dataclasses.replace(entry, url=f"{base}/broken.tgz"))
     assert [p.name for p in cache.rglob("*") if p.is_file()] == [path.name]
+
+
+def test_training_accepts_short_names_with_the_backbone(hosted):
+    """`train --model mobilenet_v3_small --weights torchvision`: the run's check of its initialisation weights
+    resolves the short name with the backbone it builds; and a model built from a catalog name carries the
+    publisher's preprocessing in its timm data config."""
+    from mobilenets.tasks.base import pretrained_info
+
+    entries, _, requests = hosted
+    info = pretrained_info("torchvision", "mobilenet_v3_small", 1.0)
+    assert info.model == "mobilenet_v3_small" and info.source == entries["tv"].name
+    with pytest.raises(MobileNetsError, match="not mobilenet_v2 width 1"):
+        pretrained_info(entries["tv"].name, "mobilenet_v2", 1.0)
+    model = create_model("mobilenet_v3_small", pretrained=True)  # timm's tf_ file: [-1, 1] inputs
+    assert tuple(model.pretrained_cfg["mean"]) == (0.5, 0.5, 0.5) == tuple(model.pretrained_cfg["std"])

@@ -29,7 +29,9 @@ def _export(args: argparse.Namespace) -> int:
     report = export_model(
         args.weights, args.output, format=args.format, int8=args.int8, calib=args.calib, eval_data=args.eval,
         input_size=args.input_size, dynamic_batch=not args.static_batch, num_threads=args.threads,
-        refresh=args.refresh, check_images=args.check_images,
+        refresh=args.refresh, check_images=args.check_images, calib_method=args.calib_method,
+        calib_size=args.calib_size, calib_select=args.calib_select, keep_float=tuple(args.keep_float or ()),
+        reduce_range=False if args.full_range_weights else None,
     )
     print(report.summary())
     return 0
@@ -69,6 +71,20 @@ def add_commands(sub) -> None:
                    help="post-training static int8 quantization (onnx, tflite, executorch; classifiers only)")
     p.add_argument("--calib", metavar="DIR", help="with --int8: calibration images, an image folder or 'digits' "
                                                   "(built-in)")
+    p.add_argument("--calib-method", default="auto", metavar="METHOD",
+                   help="int8 calibration: onnx minmax | percentile | entropy | distribution; tflite / executorch "
+                        "histogram | minmax | moving_average; auto (default): the measured best per format")
+    p.add_argument("--calib-size", type=int_range(1, 100_000), default=200, metavar="N",
+                   help="int8: how many calibration images (default 200)")
+    p.add_argument("--calib-select", choices=("spread", "random"), default="spread",
+                   help="int8: which calibration images: evenly spread over the source (default) or a seeded "
+                        "random sample")
+    p.add_argument("--keep-float", action="append", choices=("stem", "classifier", "se", "hswish"),
+                   help="int8: leave this part in float32 (repeatable): the first conv, the classifier, "
+                        "squeeze-excite gates, h-swish")
+    p.add_argument("--full-range-weights", action="store_true",
+                   help="int8 onnx: 8-bit instead of 7-bit weights (only for CPUs with VNNI or ARM: without VNNI, "
+                        "onnxruntime's kernels saturate on them)")
     p.add_argument("--eval", "--data", dest="eval", metavar="DIR",
                    help="classifiers: labelled images (class sub-folders, or 'digits') to report top-1 agreement "
                         "and accuracy on (default: --calib); detectors / segmenters: the dataset root whose val "

@@ -27,6 +27,8 @@ def _train(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, train
 
     setup_logging()
+    if getattr(args, "qat", False):
+        return _train_qat(args)
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     given = set(getattr(args, "_given", ())) | {"task"}
     if values["resume"]:  # the run's saved config, with only what was asked for changed
@@ -35,6 +37,21 @@ def _train(args: argparse.Namespace) -> int:
         values["model"] = None
     config = TrainConfig(**values)
     train(config)  # logs its progress and, at the end, the best checkpoint (rank 0 only under torchrun)
+    return 0
+
+
+def _train_qat(args: argparse.Namespace) -> int:
+    """``train --qat``: quantization-aware fine-tuning of ``--weights`` (mobilenets.training.qat)."""
+    from ..errors import MobileNetsError
+    from ..training.qat import QATConfig, train_qat
+
+    if not args.weights:
+        raise MobileNetsError("--qat fine-tunes a float checkpoint: pass --weights CKPT")
+    # only what was given on the command line: QAT has its own defaults (a few epochs of fine-tuning)
+    asked = set(getattr(args, "_given", ()))
+    given = {k: getattr(args, k) for k in ("data", "val_split", "epochs", "batch_size", "lr", "seed", "threads",
+                                           "workers", "progress", "output") if k in asked}
+    train_qat(QATConfig(weights=args.weights, **given))
     return 0
 
 
@@ -194,6 +211,10 @@ def _add_train_parser(sub, task: str) -> None:
                    "extends it (schedule re-planned), runtime flags (--threads, --workers, --device, --amp, ...) "
                    "apply, other changes are refused")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    if task == "classification":
+        p.add_argument("--qat", action="store_true",
+                       help="quantization-aware fine-tuning of --weights (a float checkpoint) for int8 export: "
+                            "3 epochs at lr 4e-4 unless --epochs / --lr say otherwise; writes qat.safetensors")
     for action in p._actions:
         if not isinstance(action, argparse._HelpAction):
             _record_given(action)

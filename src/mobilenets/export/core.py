@@ -10,6 +10,8 @@ back unchanged. Detectors and segmenters take the same path with their own check
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -17,6 +19,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,6 +30,15 @@ from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
 from . import dense
 from .data import ImageSet, load_images
 from .fuse import fold_batchnorm
+from .quantize import (
+    CALIB_SELECTIONS,
+    ORT_METHODS,
+    Int8Options,
+    annotate_float_parts,
+    name_onnx_nodes,
+    onnx_nodes_to_exclude,
+    pt2e_config,
+)
 from .options import INT8_FORMATS
 from .runtimes import FORMATS, METADATA_FILE, METADATA_METHOD, SUFFIXES, load_artifact, require, write_metadata
 
@@ -164,11 +176,19 @@ DYNAMIC_BATCH = {"onnx": True, "tflite": False, "executorch": True, "torchscript
 
 
 def _int8_onnx(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool,
-               metadata: str | None = None) -> None:
+               metadata: str | None = None, options: Int8Options = Int8Options()) -> None:
     """onnxruntime post-training static quantization: QDQ format, per-channel int8 weights, uint8
-    activations, MinMax calibration on ``calib`` (onnxruntime's recommended CPU settings)."""
+    activations (onnxruntime's recommended x86 settings), calibrated on ``calib`` with ``options``' method
+    (MinMax by default). Weights are 7-bit unless ``options.reduce_range`` is False: the same file then
+    computes the same function on x86 CPUs with and without VNNI (:mod:`mobilenets.export.quantize`)."""
     require("onnx", "onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -179,20 +199,29 @@ def _int8_onnx(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, 
             nxt = next(self.it, None)
             return None if nxt is None else {"input": nxt}
 
+    method = options.method("onnx")
+    reduce_range = True if options.reduce_range is None else options.reduce_range
     with tempfile.TemporaryDirectory() as d:
         fp32, pre = os.path.join(d, "fp32.onnx"), os.path.join(d, "pre.onnx")
         _write_onnx(model, x, fp32, dynamic)
         quant_pre_process(fp32, pre)  # shape inference + graph optimisation before quantizing
-        quantize_static(pre, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        name_onnx_nodes(fp32, pre)  # node names from the module paths, for nodes_to_exclude
+        exclude = onnx_nodes_to_exclude(pre, options.keep_float) if options.keep_float else None
+        # the histogram calibrators print their settings: keep them out of the command's output
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(pre, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude, calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]))
     if metadata is not None:
         write_metadata(path, "onnx", metadata)
 
 
 def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool,
-                     metadata: str | None = None) -> None:
+                     metadata: str | None = None, options: Int8Options = Int8Options()) -> None:
     """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric per-channel int8 weights,
-    int8 activations), calibrated on ``calib``, then lowered to XNNPACK's quantized kernels."""
+    int8 activations; activation observer per ``options``: MinMaxObserver by default, measured better than the
+    quantizer's HistogramObserver, see :data:`~mobilenets.export.quantize.DEFAULT_CALIB`), calibrated on
+    ``calib``, then lowered to XNNPACK's quantized kernels."""
     require("executorch", "executorch")
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -200,7 +229,8 @@ def _int8_executorch(model: nn.Module, x: torch.Tensor, path: str, calib: np.nda
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    config = pt2e_config(get_symmetric_quantization_config, method=options.method("executorch"))
+    quantizer = annotate_float_parts(XNNPACKQuantizer().set_global(config), options.keep_float)
     dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)},) if dynamic else None
     gm = prepare_pt2e(torch.export.export(model, (x,), dynamic_shapes=dyn).module(), quantizer)
     with torch.no_grad():
@@ -284,12 +314,12 @@ def _observe_residual_inputs(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray, dynamic: bool,
-                 metadata: str | None = None) -> None:
+                 metadata: str | None = None, options: Int8Options = Int8Options()) -> None:
     """litert-torch's PT2E static quantization (symmetric per-channel int8 weights, int8 activations,
     histogram calibration on ``calib``), converted to an int8 TFLite file (int8 input and output, whose
     scale and zero point the LiteRT loader applies) that LiteRT runs on XNNPACK's int8 kernels: V3 files are
-    int8 end to end; V2 keeps its last ReLU6 and the 7x7 global pool in float (litert-torch's quantizer leaves
-    a pool whose input is a clamp unannotated). h-swish, hard-sigmoid and ReLU6 are first rewritten into
+    int8 end to end (activation observer per ``options``); V2 keeps its last ReLU6 and the 7x7 global pool in
+    float (litert-torch's quantizer leaves a pool whose input is a clamp unannotated). h-swish, hard-sigmoid and ReLU6 are first rewritten into
     quantizable ops (:func:`_quant_friendly_activations`), and residual adds observed
     (:func:`_observe_residual_inputs`)."""
     litert_torch = require("tflite", "litert_torch")
@@ -298,7 +328,8 @@ def _int8_tflite(model: nn.Module, x: torch.Tensor, path: str, calib: np.ndarray
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    config = pt2e_config(get_symmetric_quantization_config, method=options.method("tflite"))
+    quantizer = annotate_float_parts(PT2EQuantizer().set_global(config), options.keep_float)
     gm = _observe_residual_inputs(prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer))
     with torch.no_grad():
         for i in range(len(calib)):  # litert-torch files have batch 1
@@ -397,6 +428,10 @@ def export_model(
     num_threads: int = 2,
     refresh: bool = False,
     check_images: int = dense.DEFAULT_CHECK_IMAGES,
+    calib_method: str = "auto",
+    calib_select: str = "spread",
+    keep_float: Sequence[str] = (),
+    reduce_range: bool | None = None,
 ) -> ExportReport:
     """Export a model (an ``nn.Module``, or a weights file: a mobilenets checkpoint or any file
     :func:`mobilenets.model_from_weights` reads) to ``format`` ("onnx",
@@ -415,6 +450,11 @@ def export_model(
     ("digits" or an image folder, see :mod:`mobilenets.export.data`). ``eval_data`` (default: ``calib``;
     labelled folders or "digits" also give accuracies): the images the int8 top-1 agreement is measured on.
     ``refresh``: download a weights URL again even if it is cached.
+    int8 options (:mod:`mobilenets.export.quantize`): ``calib_method`` (per format, from
+    :data:`~mobilenets.export.quantize.CALIB_METHODS`; "auto": the measured best), ``calib_select``: "spread"
+    (evenly over the source) or "random" (a seeded sample) ``calib_size`` images, ``keep_float``: parts left in
+    float32 (stem, classifier, se, hswish), ``reduce_range``: ONNX 7-bit weights (None: on; the file then holds
+    on x86 CPUs without VNNI).
 
     Detectors and segmenters (:mod:`mobilenets.export.dense`): the tensor-only ``forward`` is exported (a
     detector's two outputs ``cls_logits``, ``box_regression``), with a metadata document inside the file (task,
@@ -434,6 +474,15 @@ def export_model(
         raise MobileNetsError("int8 export needs calibration images: pass calib (an image folder or 'digits')")
     _check_options(input_size=input_size, calib_size=calib_size, eval_size=eval_size,
                    min_int8_agreement=min_int8_agreement, num_threads=num_threads, check_images=check_images)
+    if isinstance(keep_float, str):
+        keep_float = (keep_float,)
+    options = Int8Options(calib_method=calib_method, keep_float=tuple(keep_float), reduce_range=reduce_range)
+    if calib_select not in CALIB_SELECTIONS:
+        raise MobileNetsError(f"calib_select must be one of {', '.join(CALIB_SELECTIONS)}, got {calib_select!r}")
+    if int8:
+        options.validate(format)
+    elif options != Int8Options():
+        raise MobileNetsError("calib_method / keep_float / reduce_range apply to int8 exports only (pass int8=True)")
     if path is None:
         if isinstance(model_or_ckpt, nn.Module):
             raise MobileNetsError("an output path is needed when exporting a model object")
@@ -463,7 +512,8 @@ def export_model(
     if task != "classification":  # read the val images before writing anything: bad data fails fast
         eval_set = dense.load_val_images(task, eval_data, prep, check_images)
     elif int8:
-        calib_set = load_images(calib, preprocessing=prep, role="calib", class_names=class_names, limit=calib_size)
+        calib_set = load_images(calib, preprocessing=prep, role="calib", class_names=class_names, limit=calib_size,
+                                select=calib_select)
         eval_set = load_images(eval_data or calib, preprocessing=prep, role="eval", class_names=class_names,
                                limit=eval_size)
     elif eval_data is not None:
@@ -474,7 +524,8 @@ def export_model(
     try:
         try:
             if int8:
-                _INT8_WRITERS[format](folded, example, tmp, calib_set.images, dynamic, metadata=metadata)
+                _INT8_WRITERS[format](folded, example, tmp, calib_set.images, dynamic, metadata=metadata,
+                                      options=options)
             else:
                 _WRITERS[format](folded, example, tmp, dynamic, metadata=metadata)
         except MobileNetsError:

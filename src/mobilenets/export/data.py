@@ -44,7 +44,18 @@ def _class_index(name: str, class_names: list[str] | None, folder: Path) -> int:
     raise MobileNetsError(f"{folder}: sub-folder {name!r} is not a class index, and the model has no class names")
 
 
-def _folder(folder: Path, prep: Preprocessing, class_names: list[str] | None, limit: int | None) -> ImageSet:
+def _pick(n: int, limit: int | None, select: str) -> np.ndarray:
+    """Which of ``n`` items to take, at most ``limit``: an even spread (deterministic), or a random sample
+    (seed 0: the same on every run)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if select == "random":
+        return np.sort(np.random.default_rng(0).choice(n, size=limit, replace=False))
+    return np.linspace(0, n - 1, limit).round().astype(int)
+
+
+def _folder(folder: Path, prep: Preprocessing, class_names: list[str] | None, limit: int | None,
+            select: str = "spread") -> ImageSet:
     from ..predict import load_image
 
     if not folder.is_dir():
@@ -53,8 +64,7 @@ def _folder(folder: Path, prep: Preprocessing, class_names: list[str] | None, li
     if not files:
         raise MobileNetsError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     labelled = all(p.parent != folder for p in files)
-    if limit is not None and len(files) > limit:  # an even spread over the folder, deterministic
-        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
+    files = [files[i] for i in _pick(len(files), limit, select)]
     tf = prep.transform()
     images, labels = [], []
     for p in files:
@@ -64,20 +74,20 @@ def _folder(folder: Path, prep: Preprocessing, class_names: list[str] | None, li
     return ImageSet(np.stack(images).astype(np.float32), np.array(labels) if labelled else None, str(folder))
 
 
-def _digits(split: str, prep: Preprocessing, limit: int | None) -> ImageSet:
+def _digits(split: str, prep: Preprocessing, limit: int | None, select: str = "spread") -> ImageSet:
     from ..digits import DigitsDataset
 
     ds = DigitsDataset(split, image_size=prep.crop, transform=prep.transform())
-    idx = range(len(ds)) if limit is None or limit >= len(ds) else \
-        np.linspace(0, len(ds) - 1, limit).round().astype(int)
+    idx = _pick(len(ds), limit, select)
     items = [ds[int(i)] for i in idx]
     return ImageSet(torch.stack([x for x, _ in items]).numpy(), np.array([y for _, y in items]), f"digits:{split}")
 
 
 def load_images(source: str | Path, *, preprocessing: Preprocessing, role: str,
-                class_names: list[str] | None = None, limit: int | None = None) -> ImageSet:
+                class_names: list[str] | None = None, limit: int | None = None, select: str = "spread") -> ImageSet:
     """Load and preprocess images from ``source`` ("digits" or a folder) for ``role`` "calib" or "eval"
-    (for "digits": the train split calibrates, the val split evaluates), at most ``limit`` of them."""
+    (for "digits": the train split calibrates, the val split evaluates), at most ``limit`` of them, chosen by
+    ``select``: "spread" (evenly over the source's sorted order) or "random" (a sample, seed 0)."""
     if str(source) == "digits":
-        return _digits("train" if role == "calib" else "val", preprocessing, limit)
-    return _folder(Path(source), preprocessing, class_names, limit)
+        return _digits("train" if role == "calib" else "val", preprocessing, limit, select)
+    return _folder(Path(source), preprocessing, class_names, limit, select)

@@ -123,9 +123,10 @@ def pretrained_info(source: str | None, backbone: str, width: float):
     the backbone the run builds; None without ``source``."""
     if not source:
         return None
-    from ..weights import inspect_weights
+    from ..weights import hub, inspect_weights
 
-    info = inspect_weights(source)
+    entry = hub.lookup(source, model=backbone, width=width)  # short names ("torchvision") need the backbone
+    info = inspect_weights(entry.name if entry is not None else source)
     if info.model != backbone or not math.isclose(info.width, width):
         raise MobileNetsError(f"{source}: weights of {info.model} width {info.width:g}, not "
                               f"{backbone} width {width:g}")
