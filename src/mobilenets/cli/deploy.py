@@ -73,11 +73,11 @@ def add_commands(sub) -> None:
                                                   "(built-in)")
     p.add_argument("--calib-method", default="auto", metavar="METHOD",
                    help="int8 calibration: onnx minmax | percentile | entropy | distribution; tflite / executorch "
-                        "histogram | minmax | moving_average; auto (default): the measured best per format")
+                        "histogram | minmax | moving_average; auto: the measured best per format")
     p.add_argument("--calib-size", type=int_range(1, 100_000), default=200, metavar="N",
-                   help="int8: how many calibration images (default 200)")
+                   help="int8: how many calibration images")
     p.add_argument("--calib-select", choices=("spread", "random"), default="spread",
-                   help="int8: which calibration images: evenly spread over the source (default) or a seeded "
+                   help="int8: which calibration images: evenly spread over the source or a seeded "
                         "random sample")
     p.add_argument("--keep-float", action="append", choices=("stem", "classifier", "se", "hswish"),
                    help="int8: leave this part in float32 (repeatable): the first conv, the classifier, "
