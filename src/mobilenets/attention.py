@@ -59,19 +59,17 @@ class MobileMQA(nn.Module):
         self.scale = float(key_dim) ** -0.5
         self.norm = nn.BatchNorm2d(in_chs, eps=bn_eps)
         self.query_proj = create_conv2d(in_chs, heads * key_dim, 1)
-        if kv_stride > 1:
-            self.key_down = create_conv2d(in_chs, in_chs, kv_kernel, stride=kv_stride, dilation=dilation,
-                                          groups=in_chs, tf_padding=tf_padding)
-            self.key_bn = nn.BatchNorm2d(in_chs, eps=bn_eps)
-        else:
-            self.key_down = self.key_bn = None
+
+        def downsampling() -> tuple[nn.Module | None, nn.Module | None]:
+            """The strided depthwise conv + BN before a key / value projection (none at kv_stride 1)."""
+            if kv_stride <= 1:
+                return None, None
+            return (create_conv2d(in_chs, in_chs, kv_kernel, stride=kv_stride, dilation=dilation, groups=in_chs,
+                                  tf_padding=tf_padding), nn.BatchNorm2d(in_chs, eps=bn_eps))
+
+        self.key_down, self.key_bn = downsampling()
         self.key_proj = create_conv2d(in_chs, key_dim, 1)
-        if kv_stride > 1:
-            self.value_down = create_conv2d(in_chs, in_chs, kv_kernel, stride=kv_stride, dilation=dilation,
-                                            groups=in_chs, tf_padding=tf_padding)
-            self.value_bn = nn.BatchNorm2d(in_chs, eps=bn_eps)
-        else:
-            self.value_down = self.value_bn = None
+        self.value_down, self.value_bn = downsampling()
         self.value_proj = create_conv2d(in_chs, value_dim, 1)
         self.out_proj = create_conv2d(heads * value_dim, out_chs, 1)
         self.layer_scale = LayerScale2d(out_chs, LAYER_SCALE_INIT) if layer_scale else None

@@ -192,7 +192,7 @@ _TIMM = [
           gh="v0.1-weights/tf_mobilenetv3_small_100-37f49e2b.pth", **_TF_TIMM),
     _timm("tf_mobilenetv3_small_minimal_100.in1k", "mobilenet_v3_small_minimal", 1.0, 62.890,
           gh="v0.1-weights/tf_mobilenetv3_small_minimal_100-922a7843.pth", **_TF_TIMM),
-    # MobileNetV4 (timm-trained): listed as data; refused until a mobilenet_v4_* model is registered.
+    # MobileNetV4 (timm-trained; mobilenet_v4.py, loaded through the timm key table)
     _timm("mobilenetv4_conv_small.e2400_r224_in1k", "mobilenet_v4_conv_small", 1.0, 73.756, cited=_NOTES),
     _timm("mobilenetv4_conv_small.e1200_r224_in1k", "mobilenet_v4_conv_small", 1.0, 73.454, cited=_NOTES),
     _timm("mobilenetv4_conv_medium.e500_r224_in1k", "mobilenet_v4_conv_medium", 1.0, 79.094, resize=236,
