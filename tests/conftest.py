@@ -68,3 +68,15 @@ def cache(tmp_path, monkeypatch):
     d = tmp_path / "cache"
     monkeypatch.setenv("MOBILENETS_CACHE", str(d))
     return d
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``mobilenets ARGS`` in-process: (exit code, stdout, stderr)."""
+    from mobilenets.cli import main
+
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err

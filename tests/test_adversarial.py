@@ -33,25 +33,16 @@ import mobilenets
 import mobilenets.export
 import mobilenets.predict
 from mobilenets import CheckpointMeta, MobileNetsError, Preprocessing, create_model, save_checkpoint
-from mobilenets.cli import main
 from mobilenets.weights import load_weights, resolve_source
 from mobilenets.weights.formats import detect_format
 from mobilenets.weights.source import source_name
+
+from .conftest import cli
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """Run ``mobilenets ARGS`` in-process: (exit code, stdout, stderr)."""
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:  # argparse
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def assert_one_line_error(rc: int, err: str, command: str, *needles: str, code: int = 2) -> str:

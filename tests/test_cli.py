@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from .conftest import cli
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mobilenets", *args], capture_output=True, text=True, timeout=600)
@@ -121,18 +123,6 @@ def test_builtin_model_names_match_the_registry():
 
 
 # ------------------------------------------------------------------------- in-process runs, small files
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """``mobilenets ARGS`` in-process: (exit code, stdout, stderr)."""
-    from mobilenets.cli import main
-
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as e:  # argparse
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_error_line(err: str, command: str) -> str:
