@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -189,6 +190,9 @@ class _Run:
         self.net = net
         # every batch norm's own momentum (after any SyncBatchNorm conversion), for the warm-up in _train_epoch
         self.bn_momenta = {m: m.momentum for m in batchnorms(model).values() if m.momentum is not None}
+        # the last step at which the warm-up changes a momentum (from it on, 1/(t+1) <= every module's own)
+        self.bn_warmup_last = max((math.ceil(1.0 / m) if m > 0 else math.inf for m in self.bn_momenta.values()),
+                                  default=-1)
         self.optimizer = make_optimizer(c, model)
         self.scheduler = make_schedule(c, self.optimizer, len(self.train_loader))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -457,8 +461,9 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         # BN statistics warm-up: a cumulative average over the first steps (momentum 1/(t+1) until it falls to
         # the module's own), so no trace of the initial statistics (mean 0, var 1) is left after the first
         # step; 0.1 alone leaves 0.9^t of them (15% after 18 steps: validation at chance in short runs)
-        for m, momentum in run.bn_momenta.items():
-            m.momentum = max(momentum, 1.0 / (step + 1))
+        if step <= run.bn_warmup_last:
+            for m, momentum in run.bn_momenta.items():
+                m.momentum = max(momentum, 1.0 / (step + 1))
         x = x.to(run.device, non_blocking=True)
         if c.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
