@@ -41,7 +41,7 @@ from mobilenets.checkpoint import atomic_write
 from mobilenets.errors import MobileNetsError
 from mobilenets.export import export_model, load_artifact
 from mobilenets.export.data import load_images
-from mobilenets.export.quantize import CALIB_METHODS, emulate_u8s8_avx2
+from mobilenets.export.quantize import CALIB_METHODS, DEFAULT_CALIB, emulate_u8s8_avx2
 from mobilenets.weights import model_from_weights
 
 FORMATS = ("onnx", "tflite", "executorch")
@@ -163,7 +163,7 @@ def stage_qatx(work: Path, seeds, rows: Rows, formats) -> None:
             continue
         ckpt = Checkpoint(path, start=work / f"seed{seed}" / "best.safetensors")
         for fmt in formats:
-            for method in dict.fromkeys(("minmax", PTQ_METHODS[fmt][0])):
+            for method in (DEFAULT_CALIB[fmt],):  # each runtime's default calibration
                 key = dict(stage="qat", source=f"seed{seed}", format=fmt, method=method, keep_float=[], extra="")
                 if rows.has(**key):
                     continue
@@ -175,8 +175,6 @@ def stage_qatx(work: Path, seeds, rows: Rows, formats) -> None:
 def stage_photos(rows: Rows, pretrained: Path, formats) -> None:
     for fname in PHOTO_FILES:
         for fmt in formats:
-            if fmt == "tflite" and fname.endswith(".h5"):
-                continue  # V1 0.25: the targets name V3-Small and V2
             key = dict(stage="photos", source=fname, format=fmt, method="auto", keep_float=[], extra="")
             if rows.has(**key):
                 continue
@@ -236,8 +234,6 @@ def report(rows: Rows, out_dir: Path) -> dict:
                 table[f"{stage}/{fmt}/{method}"] = summary(sel)
     # cross-runtime parity: the same checkpoint's int8 files (each runtime's default method), top-1 equal
     parity: dict = {}
-    from mobilenets.export.quantize import DEFAULT_CALIB
-
     for stage in ("ptq", "qat"):
         by_src: dict = {}
         for r in rows.rows:

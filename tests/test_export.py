@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,7 +181,7 @@ def test_bad_requests_are_clear_errors(tmp_path):
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v2"])
 def test_quant_friendly_activations_compute_the_same_function(name):
     """The int8 TFLite path rewrites h-swish / hard-sigmoid / ReLU6 into add/clamp/mul: same outputs, none of
-    them left."""
+    them left; the ExecuTorch one ReLU6 only."""
     from mobilenets.export.core import _quant_friendly_activations
 
     model = small(name)
@@ -190,6 +191,13 @@ def test_quant_friendly_activations_compute_the_same_function(name):
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 3
     with torch.no_grad():
         torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)
+    # the ExecuTorch int8 path rewrites ReLU6 only (XNNPACK's quantizer takes h-swish as it is)
+    relu6_only = _quant_friendly_activations(model, hard_swish=False)
+    assert not any(isinstance(m, nn.ReLU6) for m in relu6_only.modules())
+    assert sum(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in relu6_only.modules()) == \
+        sum(isinstance(m, (nn.Hardswish, nn.Hardsigmoid)) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(relu6_only(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_benchmark_helpers():
@@ -380,6 +388,24 @@ def test_int8_on_digits(digits_ckpt, fmt, module, tmp_path):
     assert report.accuracy_fp32 - report.accuracy <= INT8_MAX_DROP[fmt]
     fp32_bytes = 4 * sum(t.numel() for t in mobilenets.load_checkpoint(digits_ckpt)[0].state_dict().values())
     assert report.size_bytes < 0.5 * fp32_bytes  # the weights are stored as int8
+    if fmt == "tflite":  # V3-Small's file is int8 end to end (SE pools and residual adds once ran in float32)
+        assert _float_ops(report.path) == []
+
+
+def test_calibration_feeds_every_image():
+    """Every calibration image reaches the observers, in batches with a smaller last one (a remainder was
+    once skipped: 3 photos in batches of 8 calibrated nothing, and ExecuTorch's lowering failed)."""
+    from mobilenets.export.core import calibrate
+
+    seen = []
+    images = np.arange(19 * 3, dtype=np.float32).reshape(19, 3, 1, 1)
+    calibrate(lambda x: seen.append(x[:, 0, 0, 0].tolist()), images, batch=8)
+    assert [len(b) for b in seen] == [8, 8, 3] and sum(seen, []) == list(images[:, 0, 0, 0])
+    seen.clear()
+    calibrate(lambda x: seen.append(len(x)), images[:3], batch=8)
+    assert seen == [3]
+    with pytest.raises(MobileNetsError, match="no calibration images"):
+        calibrate(lambda x: None, images[:0], batch=1)
 
 
 @pytest.mark.slow
@@ -397,13 +423,16 @@ def test_qat_checkpoint_exports_to_int8(digits_ckpt, tmp_path):
     assert model.state_dict().keys() == start.state_dict().keys()
     assert meta.class_names == start_meta.class_names and meta.preprocessing == start_meta.preprocessing
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), start.state_dict().values()))
+    # batch norm frozen (the default): the statistics are the start's, bit for bit; the weights moved
+    stats = [k for k in start.state_dict() if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(model.state_dict()[k], start.state_dict()[k]) for k in stats)
     qat = meta.extra["qat"]
     assert qat["config"]["epochs"] == 1 and len(qat["ranges"]) > 20
     assert result.val_top1_qat > 90.0  # fake-quantized; the float start is > 95% (digits_ckpt's test)
     report = export_model(result.checkpoint, tmp_path / "q.onnx", format="onnx", int8=True, calib="digits",
                           eval_size=None)
-    # measured over 4 checkpoints (2-3 QAT epochs): agreement with the QAT model's float >= 98.61%, int8
-    # accuracy at most 0.56 points below the float start
+    # measured over 5 default-job checkpoints (2 QAT epochs, benchmarks/int8_robustness.py): agreement with
+    # the QAT model's float >= 99.44%, int8 accuracy at most 0.56 points below the float start
     assert report.top1_agreement >= 0.97
     assert report.accuracy >= result.val_top1_float / 100 - INT8_MAX_DROP["onnx"]
 
@@ -432,10 +461,11 @@ def _float_ops(path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+@pytest.mark.parametrize("name", ["mobilenet_v2"])
 def test_int8_tflite_is_fully_int8(name, tmp_path):
     """Residual adds that feed residual adds (V2's 3- and 4-block stages) and the squeeze-excite pools used
-    to run in float32 between DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds; V3: every SE)."""
+    to run in float32 between DEQUANTIZE / QUANTIZE pairs (V2: 9 of 10 adds; V3: every SE, checked on the
+    default job's file in test_int8_on_digits)."""
     pytest.importorskip("litert_torch")
     model = mobilenets.create_model(name, width=0.5, num_classes=10)
     digits = DigitsDataset("train", image_size=SIZE, transform=IMAGENET.with_size(SIZE).transform())
@@ -516,14 +546,51 @@ def test_int8_onnx_agrees_on_the_photos(pretrained_dir, fname, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fname", PRETRAINED_FILES[1:])
-def test_int8_tflite_agrees_on_the_photos(pretrained_dir, fname, tmp_path):
-    """The same for litert-torch's int8 TFLite file (V2 failed this with nn.ReLU6 left as hardtanh)."""
-    pytest.importorskip("litert_torch")
+@pytest.mark.parametrize("fmt,module", [("tflite", "litert_torch"), ("executorch", "executorch.runtime")])
+@pytest.mark.parametrize("fname", PRETRAINED_FILES)
+def test_int8_mobile_formats_agree_on_the_photos(pretrained_dir, fname, fmt, module, tmp_path):
+    """The same for litert-torch's int8 TFLite file (V2 failed this with nn.ReLU6 left as hardtanh) and
+    ExecuTorch's (three photos, fewer than one calibration batch, once calibrated nothing and failed to lower;
+    then V1 0.25 kept 1 of 3 with ReLU6 left as hardtanh)."""
+    pytest.importorskip(module)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = export_model(pretrained_dir / fname, tmp_path / "m.tflite", format="tflite", int8=True,
+        report = export_model(pretrained_dir / fname, tmp_path / f"m.{fmt}", format=fmt, int8=True,
                               calib=pretrained_dir / "photos")
     assert report.top1_agreement == 1.0
+
+
+def test_executorch_thread_pool_is_sized_before_a_program_loads(monkeypatch):
+    """XNNPACK delegates keep the thread pool they were initialised with: resizing the pool after a program
+    loaded left that program on a freed pool (its first call hung, or the heap was corrupted). The loader sizes
+    the pool first."""
+    pytest.importorskip("executorch.runtime")
+    from executorch import runtime as rt
+
+    from mobilenets.export import runtimes
+
+    calls = []
+
+    class Method:
+        metadata = type("Meta", (), {"input_tensor_meta": lambda self, i: type("T", (), {"sizes": lambda s: [4]})(),
+                                     "num_outputs": lambda self: 1})()
+
+    class Program:
+        method_names = ["forward"]
+
+        def load_method(self, name):
+            calls.append(f"load_method {name}")
+            return Method()
+
+    class Runtime:
+        def load_program(self, path):
+            calls.append("load_program")
+            return Program()
+
+    monkeypatch.setattr(rt.Runtime, "get", staticmethod(lambda: Runtime()))
+    monkeypatch.setattr(runtimes, "_set_executorch_threads", lambda n: calls.append(f"threads {n}"))
+    monkeypatch.setattr(runtimes, "_executorch_metadata", lambda program, path: None)
+    runtimes._executorch(Path("m.pte"), 1)
+    assert calls[0] == "threads 1" and calls[1] == "load_program"

@@ -328,3 +328,17 @@ def test_run_that_cannot_start_leaves_no_folder(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "fewer than one batch" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "deep").exists()
+
+
+def test_statistics_read_every_few_steps_give_the_same_run(folder, tmp_path, monkeypatch):
+    """On a GPU the loop reads the batch statistics every few steps (no host sync per step): the run's history
+    is the one per-step reads give (the CPU's path), and a diverging loss still stops the run in one line."""
+    every_step = mobilenets.train(tiny(folder, tmp_path / "a", epochs=1))
+    with pytest.raises(MobileNetsError, match=r"epoch 1: the loss is (nan|inf)"):  # per step: before its update
+        mobilenets.train(tiny(folder, tmp_path / "c0", epochs=1, lr=1e12, warmup_epochs=0))
+    monkeypatch.setattr(TRAIN_MODULE, "_host_sync_steps", lambda device: 4)  # 6 steps: reads after 4 and 6
+    deferred = mobilenets.train(tiny(folder, tmp_path / "b", epochs=1))
+    a, b = _comparable(every_step.history)[0], _comparable(deferred.history)[0]
+    assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-6) for k in a)
+    with pytest.raises(MobileNetsError, match=r"epoch 1: the loss became non-finite within steps \d+-\d+"):
+        mobilenets.train(tiny(folder, tmp_path / "c", epochs=1, lr=1e12, warmup_epochs=0))

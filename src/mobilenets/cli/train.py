@@ -214,7 +214,8 @@ def _add_train_parser(sub, task: str) -> None:
     if task == "classification":
         p.add_argument("--qat", action="store_true",
                        help="quantization-aware fine-tuning of --weights (a float checkpoint) for int8 export: "
-                            "3 epochs at lr 4e-4 unless --epochs / --lr say otherwise; writes qat.safetensors")
+                            "3 epochs at lr 1e-4 (batch-norm statistics frozen) unless --epochs / --lr say otherwise; "
+                            "writes qat.safetensors")
     for action in p._actions:
         if not isinstance(action, argparse._HelpAction):
             _record_given(action)

@@ -146,12 +146,14 @@ def _tflite_outputs(interp) -> list[dict]:
 
 def _executorch(path: Path, num_threads: int) -> Artifact:
     rt = require("executorch", "executorch.runtime")
+    # ExecuTorch's XNNPACK backend sizes its thread pool itself (all cores): pin it for fair comparison, before
+    # any program is loaded (sized after this load, it hung the program's first call on a 2-core machine asked
+    # for 1 thread)
+    _set_executorch_threads(num_threads)
     program = rt.Runtime.get().load_program(str(path))
     method = program.load_method("forward")
     # a dynamic-batch program reports the upper bound it was planned for
     max_batch = int(method.metadata.input_tensor_meta(0).sizes()[0])
-    # ExecuTorch's XNNPACK backend sizes its thread pool itself (all cores): pin it for fair comparison
-    _set_executorch_threads(num_threads)
     return Artifact("executorch", path, None, lambda x: [y.numpy() for y in method.execute([torch.from_numpy(x)])],
                     max_batch=max_batch, num_outputs=int(method.metadata.num_outputs()),
                     metadata=_executorch_metadata(program, path))

@@ -87,8 +87,9 @@ class Task:
     def targets_to(self, targets: Any, device: torch.device) -> Any:
         return targets.to(device, non_blocking=True)
 
-    def loss(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss to minimise and per-batch sums to log (``count`` = images; the loop adds them up)."""
+    def loss(self, outputs: Any, targets: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        """The loss to minimise and per-batch sums to log (``count`` = images; the loop adds them up): numbers or
+        0-d tensors, left on the device (the loop reads them every few steps on a GPU, not every step)."""
         raise NotImplementedError
 
     def train_summary(self, sums: dict[str, float]) -> dict[str, float]:

@@ -75,7 +75,7 @@ class ClassificationTask(Task):
         logits = outputs.float()
         loss = self.criterion(logits, targets)
         n = len(targets)
-        return loss, {"loss": loss.item() * n, "hits": (logits.argmax(1) == targets).sum().item(), "count": n}
+        return loss, {"loss": loss.detach() * n, "hits": (logits.argmax(1) == targets).sum(), "count": n}
 
     def train_summary(self, sums):
         n = max(sums["count"], 1.0)

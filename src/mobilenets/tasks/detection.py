@@ -73,8 +73,8 @@ class DetectionTask(Task):
     def loss(self, outputs, targets):
         parts = self._loss(outputs, targets)
         n = len(targets)
-        return parts["loss"], {"loss": parts["loss"].item() * n, "cls": parts["cls"].item() * n,
-                               "box": parts["box"].item() * n, "count": n}
+        return parts["loss"], {"loss": parts["loss"].detach() * n, "cls": parts["cls"].detach() * n,
+                               "box": parts["box"].detach() * n, "count": n}
 
     def train_summary(self, sums):
         n = max(sums["count"], 1.0)

@@ -60,7 +60,7 @@ class SegmentationTask(Task):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor):
         loss = nn.functional.cross_entropy(outputs.float(), targets, ignore_index=IGNORE_INDEX)
         n = len(targets)
-        return loss, {"loss": loss.item() * n, "count": n}
+        return loss, {"loss": loss.detach() * n, "count": n}
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, loader, ctx: EvalContext) -> dict[str, float]:

@@ -443,6 +443,23 @@ class _Run:
         atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(payload, tmp))
 
 
+HOST_SYNC_STEPS = 20  # GPU training: steps between reads of the batch statistics (see _train_epoch)
+
+
+def _host_sync_steps(device: torch.device) -> int:
+    return 1 if device.type == "cpu" else HOST_SYNC_STEPS
+
+
+def _read_sums(pending: dict, sums: dict[str, float]) -> None:
+    """Add the statistics summed since the last read (numbers, or 0-d tensors on the device: read in one
+    transfer) to ``sums``, and clear them."""
+    tensors = [k for k, v in pending.items() if isinstance(v, torch.Tensor)]
+    values = dict(zip(tensors, torch.stack([pending[k] for k in tensors]).tolist())) if tensors else {}
+    for k, v in pending.items():
+        sums[k] = sums.get(k, 0.0) + float(values.get(k, v))
+    pending.clear()
+
+
 def _train_epoch(run: _Run, epoch: int) -> dict:
     """One pass over the training data; returns the epoch's row of training metrics."""
     from tqdm import tqdm
@@ -453,11 +470,19 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         model.eval()
         for m in task.head_modules(model):
             m.train()
+    # the batch statistics are summed where they are computed; on a GPU they (and the loss's finiteness) are
+    # read every HOST_SYNC_STEPS steps, not every step: a read waits for the GPU, and the host then cannot queue
+    # the next step's kernels while the GPU runs this one. On the CPU every step, as before (it costs nothing).
+    sync_every = _host_sync_steps(run.device)
     sums: dict[str, float] = {}
+    pending: dict[str, torch.Tensor | float] = {}
+    nonfinite = torch.zeros((), dtype=torch.bool, device=run.device)
     bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{c.epochs}", unit="batch", leave=False,
                disable=not (c.progress and dist.main), dynamic_ncols=True)
     t0 = time.perf_counter()
-    for step, (x, targets) in enumerate(bar, start=epoch * len(run.train_loader)):
+    first = epoch * len(run.train_loader)
+    last = first + len(run.train_loader) - 1
+    for step, (x, targets) in enumerate(bar, start=first):
         # BN statistics warm-up: a cumulative average over the first steps (momentum 1/(t+1) until it falls to
         # the module's own), so no trace of the initial statistics (mean 0, var 1) is left after the first
         # step; 0.1 alone leaves 0.9^t of them (15% after 18 steps: validation at chance in short runs)
@@ -471,8 +496,11 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             outputs = run.net(x)
             loss, stats = task.loss(outputs, targets)
-        if not torch.isfinite(loss):
-            raise MobileNetsError(f"epoch {epoch + 1}: the loss is {loss.item()} (lower --lr?)")
+        if sync_every == 1:
+            if not torch.isfinite(loss):
+                raise MobileNetsError(f"epoch {epoch + 1}: the loss is {loss.item()} (lower --lr?)")
+        else:
+            nonfinite |= ~torch.isfinite(loss.detach())
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -481,10 +509,17 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
         if run.ema is not None:
             run.ema.update_parameters(model)
         for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        summary = task.train_summary(sums)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in summary.items()},
-                        img_s=f"{sums['count'] * dist.world / (time.perf_counter() - t0):.0f}")
+            v = v.detach().double() if isinstance(v, torch.Tensor) else v
+            pending[k] = pending[k] + v if k in pending else v
+        if (step - first + 1) % sync_every == 0 or step == last:
+            _read_sums(pending, sums)
+            if bool(nonfinite):
+                raise MobileNetsError(f"epoch {epoch + 1}: the loss became non-finite within steps "
+                                      f"{max(first, step - sync_every + 1) - first + 1}-{step - first + 1} "
+                                      f"(lower --lr?)")
+            summary = task.train_summary(sums)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in summary.items()},
+                            img_s=f"{sums['count'] * dist.world / (time.perf_counter() - t0):.0f}")
     elapsed = time.perf_counter() - t0
     if dist.world > 1:
         keys = sorted(sums)
