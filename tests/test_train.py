@@ -340,5 +340,5 @@ def test_statistics_read_every_few_steps_give_the_same_run(folder, tmp_path, mon
     deferred = mobilenets.train(tiny(folder, tmp_path / "b", epochs=1))
     a, b = _comparable(every_step.history)[0], _comparable(deferred.history)[0]
     assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-6) for k in a)
-    with pytest.raises(MobileNetsError, match=r"epoch 1: the loss became non-finite within steps \d+-\d+"):
+    with pytest.raises(MobileNetsError, match=r"epoch 1: the loss became non-finite within steps (1-4|5-6)\b"):
         mobilenets.train(tiny(folder, tmp_path / "c", epochs=1, lr=1e12, warmup_epochs=0))

@@ -482,6 +482,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     t0 = time.perf_counter()
     first = epoch * len(run.train_loader)
     last = first + len(run.train_loader) - 1
+    unread = 1  # the epoch's first step (1-based) not read yet
     for step, (x, targets) in enumerate(bar, start=first):
         # BN statistics warm-up: a cumulative average over the first steps (momentum 1/(t+1) until it falls to
         # the module's own), so no trace of the initial statistics (mean 0, var 1) is left after the first
@@ -515,8 +516,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
             _read_sums(pending, sums)
             if bool(nonfinite):
                 raise MobileNetsError(f"epoch {epoch + 1}: the loss became non-finite within steps "
-                                      f"{max(first, step - sync_every + 1) - first + 1}-{step - first + 1} "
-                                      f"(lower --lr?)")
+                                      f"{unread}-{step - first + 1} (lower --lr?)")
+            unread = step - first + 2
             summary = task.train_summary(sums)
             bar.set_postfix({k: f"{v:.3f}" for k, v in summary.items()},
                             img_s=f"{sums['count'] * dist.world / (time.perf_counter() - t0):.0f}")

@@ -84,6 +84,7 @@ class QATConfig:
              f"lr must be > 0, got {self.lr}"),
             (isinstance(self.freeze_observers, int) and 0 <= self.freeze_observers <= self.epochs,
              f"freeze_observers must be in [0, epochs], got {self.freeze_observers}"),
+            (isinstance(self.freeze_bn, bool), f"freeze_bn must be True or False, got {self.freeze_bn!r}"),
             (self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
              f"threads must be >= 1, got {self.threads}"),
         ]
