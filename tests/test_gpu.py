@@ -4,6 +4,8 @@ process-per-GPU check, and the GPU benchmark script's tiny CPU mode."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -513,3 +515,19 @@ def test_cli_flags_reach_the_configs():
     assert (args.device, args.batch) == ("cuda", 128)
     args = parser.parse_args(["eval", "--weights", "w.safetensors", "--precision", "bf16", "--cuda-graphs"])
     assert (args.precision, args.cuda_graphs, args.fold_bn) == ("bf16", True, True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_reads_statistics_every_few_steps(pngs, tmp_path):
+    """On a GPU the loop reads the batch statistics every HOST_SYNC_STEPS steps: the epoch's sums are all there
+    (train top-1 is a fraction of the images seen), and a diverging loss is one line naming the unread steps."""
+    from mobilenets.training.loop import HOST_SYNC_STEPS
+
+    from .test_train import tiny
+
+    run = mobilenets.train(tiny(pngs, tmp_path / "ok", epochs=1, device="cuda"))
+    row = run.history[0]
+    assert math.isfinite(row["train_loss"]) and 0.0 <= row["train_top1"] <= 100.0
+    with pytest.raises(MobileNetsError, match=r"the loss became non-finite within steps \d+-\d+"):
+        mobilenets.train(tiny(pngs, tmp_path / "nan", epochs=1, lr=1e12, warmup_epochs=0, device="cuda"))
+    assert HOST_SYNC_STEPS > 1
