@@ -163,13 +163,13 @@ def stage_qatx(work: Path, seeds, rows: Rows, formats) -> None:
             continue
         ckpt = Checkpoint(path, start=work / f"seed{seed}" / "best.safetensors")
         for fmt in formats:
-            for method in (DEFAULT_CALIB[fmt],):  # each runtime's default calibration
-                key = dict(stage="qat", source=f"seed{seed}", format=fmt, method=method, keep_float=[], extra="")
-                if rows.has(**key):
-                    continue
-                with tempfile.TemporaryDirectory() as d:
-                    out, secs = _export(ckpt, fmt, f"{d}/m_int8.{fmt}", calib_method=method)
-                rows.add({**key, **ckpt.measure(out), "seconds": secs})
+            method = DEFAULT_CALIB[fmt]  # each runtime's default calibration
+            key = dict(stage="qat", source=f"seed{seed}", format=fmt, method=method, keep_float=[], extra="")
+            if rows.has(**key):
+                continue
+            with tempfile.TemporaryDirectory() as d:
+                out, secs = _export(ckpt, fmt, f"{d}/m_int8.{fmt}", calib_method=method)
+            rows.add({**key, **ckpt.measure(out), "seconds": secs})
 
 
 def stage_photos(rows: Rows, pretrained: Path, formats) -> None:
