@@ -467,7 +467,11 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     checks = steps["checks"]
     assert checks["prefetch_equals_plain"] and checks["eval_pipeline_vs_cpu_max_abs_uint8_levels"] == 0
     assert checks["inference_rel_l2_vs_eager_fp32_cpu"]["fp32 folded"] < 1e-4
+    assert set(checks["host_syncs_per_evaluation"]) == {"batches", "classification", "segmentation"}
+    assert steps["model_alone"]["loop_step"]["images_per_s"] > 0
+    assert steps["model_alone"]["read_every_step"]["read_every"] == 1
     assert steps["pipeline_device"]["images_per_s"] > 0 and steps["pipeline_cpu"]["images_per_s"] > 0
+    assert steps["pipeline_device"]["ratio_to_model_alone"] > 0
     assert steps["pipeline_device"]["feed_alone"]["images_per_s"] > 0
     assert {r["path"] for r in steps["inference"]["rows"]} >= {"tv eager bf16", "timm eager bf16", "ours fast bf16"}
     assert all("skipped" in steps[k] for k in ("tests", "train_compile", "suite"))
@@ -531,3 +535,34 @@ def test_cuda_training_reads_statistics_every_few_steps(pngs, tmp_path):
     with pytest.raises(MobileNetsError, match=r"the loss became non-finite within steps \d+-\d+"):
         mobilenets.train(tiny(pngs, tmp_path / "nan", epochs=1, lr=1e12, warmup_epochs=0, device="cuda"))
     assert HOST_SYNC_STEPS > 1
+
+
+def _host_syncs(fn) -> int:
+    """How many times ``fn()`` waits for the GPU (torch's sync debug mode warns at each)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_ema_and_evaluation_do_not_wait_for_the_gpu_per_step():
+    """The EMA update queues kernels only (its counter stays on the CPU), and an evaluation reads its sums once,
+    not once per batch."""
+    from mobilenets.tasks.base import EvalContext
+    from mobilenets.tasks.classification import ClassificationTask
+    from mobilenets.training.ema import WeightEMA
+
+    model = _calibrated("mobilenet_v3_small").cuda()
+    ema = WeightEMA(model, 0.99)
+    assert _host_syncs(lambda: [ema.update_parameters(model) for _ in range(3)]) == 0
+    batches = [(torch.randn(8, 3, 64, 64).pin_memory(), torch.randint(0, 10, (8,)).pin_memory()) for _ in range(8)]
+    ctx = EvalContext(device=torch.device("cuda"), amp_dtype=None, channels_last=False)
+    task = ClassificationTask(mobilenets.TrainConfig())
+    assert _host_syncs(lambda: task.evaluate(model, batches, ctx)) < len(batches)

@@ -80,14 +80,15 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
         model = prepare_for_inference(model, dev, inference)
     n_cls = len(classes)
     k = min(5, n_cls)
-    confusion = np.zeros((n_cls, n_cls), dtype=np.int64)
-    top5_hits = 0
+    tops, labels = [], []  # the top-k class ids stay on the device until the last batch: no sync per batch
     with torch.inference_mode():
-        for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-            logits = model(x.to(dev)).float().cpu()
-            top = logits.topk(k, dim=1).indices
-            top5_hits += (top == y[:, None]).any(1).sum().item()
-            np.add.at(confusion, (y.numpy(), top[:, 0].numpy()), 1)
+        for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda"):
+            tops.append(model(x.to(dev, non_blocking=True)).topk(k, dim=1).indices)
+            labels.append(y)
+    top, y = torch.cat(tops).cpu(), torch.cat(labels)
+    top5_hits = (top == y[:, None]).any(1).sum().item()
+    confusion = np.zeros((n_cls, n_cls), dtype=np.int64)
+    np.add.at(confusion, (y.numpy(), top[:, 0].numpy()), 1)
     total = int(confusion.sum())
     rows = confusion.sum(1)
     per_class = {classes[i]: 100.0 * confusion[i, i] / rows[i] for i in range(n_cls) if rows[i]}

@@ -80,7 +80,7 @@ def evaluate_segmenter_model(model, meta, dataset, *, batch_size: int = 8, devic
         raise MobileNetsError("no images to evaluate")
 
     model.to(dev).eval()
-    confusion = torch.zeros((n_cls, n_cls), dtype=torch.int64)
+    confusion = torch.zeros((n_cls, n_cls), dtype=torch.int64, device=dev)
     count, shown = 0, []
     for x, masks in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         logits = model(x.to(dev)).float()
@@ -97,6 +97,7 @@ def evaluate_segmenter_model(model, meta, dataset, *, batch_size: int = 8, devic
         for image, mask, p in zip(x, masks, pred):
             if len(shown) < pictures:
                 shown.append((image.cpu(), mask.cpu().numpy(), p.cpu().numpy()))
+    confusion = confusion.cpu()
     m = segmentation_metrics(confusion, names)
     conf = confusion.numpy()
 

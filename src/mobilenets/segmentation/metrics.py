@@ -10,11 +10,18 @@ __all__ = ["confusion_matrix", "segmentation_metrics"]
 def confusion_matrix(logits_or_pred: torch.Tensor, target: torch.Tensor, num_classes: int, *,
                      ignore_index: int = 255) -> torch.Tensor:
     """(num_classes, num_classes) int64 counts, ``[true, predicted]``, over the pixels whose target is not
-    ``ignore_index``. ``logits_or_pred``: (N, C, H, W) logits or (N, H, W) class ids."""
+    ``ignore_index``, on the inputs' device. ``logits_or_pred``: (N, C, H, W) logits or (N, H, W) class ids.
+    Target values are checked where masks are read (the datasets, ``evaluate_segmenter_model``): here every
+    value other than ``ignore_index`` must be a class id.
+
+    No host sync, so a GPU evaluation loop queues the next batch while this one runs: the ignored pixels are
+    counted in one extra bin that is dropped (boolean indexing and CUDA ``bincount`` would both wait for the
+    device to learn an output size)."""
     pred = logits_or_pred.argmax(1) if logits_or_pred.dim() == 4 else logits_or_pred
-    valid = target != ignore_index
-    t, p = target[valid].long(), pred[valid].long()
-    return torch.bincount(t * num_classes + p, minlength=num_classes ** 2).reshape(num_classes, num_classes).cpu()
+    k = num_classes
+    idx = torch.where(target == ignore_index, k * k, target.long() * k + pred.long()).flatten()
+    counts = torch.zeros(k * k + 1, dtype=torch.int64, device=idx.device)
+    return counts.scatter_add_(0, idx, torch.ones_like(idx))[:-1].reshape(k, k)
 
 
 def segmentation_metrics(confusion: torch.Tensor, class_names=None) -> dict:

@@ -14,7 +14,8 @@ from torch.utils.data import Dataset
 
 from ..errors import MobileNetsError
 
-__all__ = ["Task", "TaskData", "EvalContext", "all_reduce_sum", "pretrained_info", "load_backbone_weights"]
+__all__ = ["Task", "TaskData", "EvalContext", "running_sums", "all_reduce_sum", "pretrained_info",
+           "load_backbone_weights"]
 
 log = logging.getLogger("mobilenets")
 
@@ -98,6 +99,8 @@ class Task:
         return {"loss": sums["loss"] / n}
 
     def evaluate(self, model: nn.Module, loader, ctx: EvalContext) -> dict[str, float]:
+        """The val metrics over ``loader`` (each rank holds a shard): sums kept on ``ctx.device`` while the
+        batches run, read once through :func:`all_reduce_sum`."""
         raise NotImplementedError
 
     def message(self, row: dict) -> str:
@@ -108,15 +111,22 @@ class Task:
         return preprocessing
 
 
-def all_reduce_sum(values: torch.Tensor, ctx: EvalContext) -> torch.Tensor:
-    """Sum a float64 CPU tensor over the ranks (identity on one process)."""
-    if ctx.world == 1:
-        return values
-    import torch.distributed as dist
+def running_sums(n: int, ctx: EvalContext) -> torch.Tensor:
+    """``n`` zeros on ``ctx.device`` for an evaluation's running sums: float64 (float32 on MPS, which has none)."""
+    return torch.zeros(n, dtype=torch.float32 if ctx.device.type == "mps" else torch.float64, device=ctx.device)
 
-    t = values.to(ctx.device)
-    dist.all_reduce(t)
-    return t.cpu()
+
+def all_reduce_sum(values: torch.Tensor, ctx: EvalContext) -> torch.Tensor:
+    """Sum ``values`` (float64 or int64, on the CPU or ``ctx.device``) over the ranks; the sum on the CPU.
+
+    The tasks' ``evaluate`` keep their running sums on the device and call this once, after the last batch:
+    one transfer per evaluation instead of one host sync per batch."""
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        values = values.to(ctx.device)
+        dist.all_reduce(values)
+    return values.cpu()
 
 
 def pretrained_info(source: str | None, backbone: str, width: float):

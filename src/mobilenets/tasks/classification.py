@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..preprocess import IMAGENET
-from .base import EvalContext, Task, TaskData, all_reduce_sum, pretrained_info
+from .base import EvalContext, Task, TaskData, all_reduce_sum, pretrained_info, running_sums
 
 __all__ = ["ClassificationTask"]
 
@@ -85,16 +85,15 @@ class ClassificationTask(Task):
     def evaluate(self, model: nn.Module, loader, ctx: EvalContext) -> dict[str, float]:
         """Loss, top-1 and top-5 (%) over the loader (each rank holds a shard; sums are all-reduced)."""
         model.eval()
-        sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1 hits, top-5 hits, count
+        sums = running_sums(4, ctx)  # loss sum, top-1 hits, top-5 hits, count
         for x, y in loader:
             x, y = ctx.inputs(x), y.to(ctx.device, non_blocking=True)
             with ctx.autocast():
                 logits = model(x)
             logits = logits.float()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            sums += torch.tensor([
-                nn.functional.cross_entropy(logits, y, reduction="sum").item(),
-                (top[:, 0] == y).sum().item(), (top == y[:, None]).any(1).sum().item(), len(y)])
+            sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum"), (top[:, 0] == y).sum(),
+                                 (top == y[:, None]).any(1).sum(), y.new_tensor(len(y))]).to(sums.dtype)
         sums = all_reduce_sum(sums, ctx)
         n = max(sums[3].item(), 1.0)
         return {"loss": sums[0].item() / n, "top1": 100 * sums[1].item() / n, "top5": 100 * sums[2].item() / n}

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import MobileNetsError
 from ..preprocess import TF_INCEPTION
-from .base import EvalContext, Task, TaskData, all_reduce_sum, load_backbone_weights, pretrained_info
+from .base import EvalContext, Task, TaskData, all_reduce_sum, load_backbone_weights, pretrained_info, running_sums
 
 __all__ = ["DetectionTask"]
 
@@ -87,7 +87,7 @@ class DetectionTask(Task):
         from ..training.distributed import gather_objects
 
         model.eval()
-        results, sums = [], torch.zeros(2, dtype=torch.float64)
+        results, sums = [], running_sums(2, ctx)  # loss x images, images
         size = self.config.resolution
         for x, targets in loader:
             x = ctx.inputs(x)
@@ -95,8 +95,8 @@ class DetectionTask(Task):
                 outputs = model(x)
             outputs = tuple(o.float() for o in outputs)
             on_device = self.targets_to(targets, ctx.device)
-            sums += torch.tensor([self._loss(outputs, on_device)["loss"].item() * len(targets), len(targets)],
-                                 dtype=torch.float64)
+            loss = self._loss(outputs, on_device)["loss"]
+            sums += torch.stack([loss * len(targets), loss.new_tensor(len(targets))]).to(sums.dtype)
             detections = model.postprocess(*outputs, input_size=size)
             for t, d in zip(targets, detections):
                 results += to_coco_results(t["image_id"], {k: v.cpu() for k, v in d.items()})

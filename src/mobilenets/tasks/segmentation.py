@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import MobileNetsError
 from ..preprocess import TF_INCEPTION
-from .base import EvalContext, Task, TaskData, all_reduce_sum, load_backbone_weights, pretrained_info
+from .base import EvalContext, Task, TaskData, all_reduce_sum, load_backbone_weights, pretrained_info, running_sums
 
 __all__ = ["SegmentationTask", "IGNORE_INDEX"]
 
@@ -69,16 +69,16 @@ class SegmentationTask(Task):
 
         model.eval()
         k = self.num_classes
-        confusion = torch.zeros(k, k, dtype=torch.float64)
-        sums = torch.zeros(2, dtype=torch.float64)
+        confusion = torch.zeros(k, k, dtype=torch.int64, device=ctx.device)
+        sums = running_sums(2, ctx)  # loss x images, images
         for x, y in loader:
             x, y = ctx.inputs(x), y.to(ctx.device, non_blocking=True)
             with ctx.autocast():
                 logits = model(x)
             logits = logits.float()
-            sums += torch.tensor([nn.functional.cross_entropy(logits, y, ignore_index=IGNORE_INDEX).item() * len(y),
-                                  len(y)], dtype=torch.float64)
-            confusion += confusion_matrix(logits, y, k, ignore_index=IGNORE_INDEX).double()
+            loss = nn.functional.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            sums += torch.stack([loss * len(y), loss.new_tensor(len(y))]).to(sums.dtype)
+            confusion += confusion_matrix(logits, y, k, ignore_index=IGNORE_INDEX)
         confusion = all_reduce_sum(confusion, ctx)
         sums = all_reduce_sum(sums, ctx)
         m = segmentation_metrics(confusion)

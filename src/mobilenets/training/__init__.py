@@ -4,9 +4,11 @@
 - ``loop.py``: the loop (DDP, AMP, EMA, channels_last, progress, checkpoints, resume)
 - ``state.py``: RNG states and finding the run to resume
 - ``optim.py``: optimizers and schedules
+- ``ema.py``: the moving average of the weights (without a host sync per step)
 - ``batchnorm.py``: folded / missing batch-norm statistics, precise BN
 - ``records.py``: metrics.csv, TensorBoard, curves.png
 - ``distributed.py``: torchrun plumbing
+- ``qat.py``: quantization-aware fine-tuning (``train --qat``)
 """
 
 from .config import AMP_MODES, AUGMENTS, DENSE_AUGMENTS, HEADS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, TrainConfig

@@ -75,21 +75,6 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
-def _ema_with_warmup(decay: float):
-    """EMA update for AveragedModel with timm's warmup, decay_t = min(decay, (1 + t) / (10 + t)): early on the
-    average follows the model quickly, so the initial weights and BN statistics (a running variance of 1 next to
-    trained ones of 1e-3) do not linger in short runs."""
-
-    def update(ema_params, params, num_averaged):
-        if not ema_params[0].is_floating_point():  # num_batches_tracked: follow the model
-            torch._foreach_copy_(ema_params, params)
-            return
-        t = float(num_averaged)
-        torch._foreach_lerp_(ema_params, params, 1.0 - min(decay, (1.0 + t) / (10.0 + t)))
-
-    return update
-
-
 def train(config: TrainConfig) -> TrainResult:
     """Train (or fine-tune, or resume) a model as ``config`` says; returns where the results are.
 
@@ -176,9 +161,9 @@ class _Run:
             self._fix_loaded_statistics()
         self.ema = None
         if c.ema_decay > 0:
-            from torch.optim.swa_utils import AveragedModel
+            from .ema import WeightEMA
 
-            self.ema = AveragedModel(model, multi_avg_fn=_ema_with_warmup(c.ema_decay), use_buffers=True)
+            self.ema = WeightEMA(model, c.ema_decay)
         net = model
         if dist.world > 1:
             if c.sync_bn:
