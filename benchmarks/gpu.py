@@ -14,7 +14,8 @@ ends; a step that would not fit in what is left of ``--budget-s`` is skipped and
 3. ``checks``: what the test suite cannot see without a GPU: nvJPEG decoding vs the CPU decoder, the device
    eval pipeline vs the CPU one, the prefetch thread's batches vs the plain loop's, BN-folded fp32 / bf16 /
    CUDA-graph inference vs eager, the host syncs in one classification and one segmentation evaluation (their
-   sums are read once, not per batch), and torchrun with one process more than there are GPUs (one-line error).
+   sums are read once, not per batch) and in a detection training step, and torchrun with one process more than
+   there are GPUs (one-line error).
 4. ``model_alone``: V3-Large at 224, batch 256, bf16 autocast, channels_last: the training loop's step (AdamW,
    label smoothing, EMA) on one batch kept on the GPU, images/s and host syncs per step: as the loop runs it (batch
    statistics read every ``HOST_SYNC_STEPS`` steps, ``WeightEMA``), read every step, and as it was before both
@@ -160,9 +161,9 @@ def checks(root: Path, device: torch.device, tiny: bool) -> dict:
     out["inference_rel_l2_vs_eager_fp32_cpu"] = rel
 
     try:  # a failure here must not lose the checks above
-        out["host_syncs_per_evaluation"] = evaluation_syncs(device, 2 if tiny else 8)
+        out["host_syncs"] = host_syncs(device, 2 if tiny else 8)
     except Exception as e:  # noqa: BLE001
-        out["host_syncs_per_evaluation"] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+        out["host_syncs"] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
     if device.type == "cuda":  # torchrun: one process more than there are GPUs -> one line per rank
         n = torch.cuda.device_count() + 1
         with tempfile.TemporaryDirectory() as tmp:
@@ -190,10 +191,11 @@ def count_syncs(fn) -> int:
     return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
 
 
-def evaluation_syncs(device: torch.device, batches: int = 8) -> dict:
+def host_syncs(device: torch.device, batches: int = 8) -> dict:
     """Host syncs in one evaluation of 8 batches by the classification and segmentation tasks (the loop's
-    per-epoch evaluation): their sums stay on the device and are read once, so a handful, not one per batch.
-    On a CPU the evaluations run (the tiny mode checks the code) and the counts are None."""
+    per-epoch evaluation): their sums stay on the device and are read once, so a handful, not one per batch;
+    and in one detection training step (forward, multibox loss, backward): none expected. On a CPU all of it
+    runs (the tiny mode checks the code) and the counts are None."""
     import mobilenets
     from mobilenets.tasks.classification import ClassificationTask
     from mobilenets.tasks.segmentation import SegmentationTask
@@ -217,6 +219,28 @@ def evaluation_syncs(device: torch.device, batches: int = 8) -> dict:
     task = SegmentationTask(mobilenets.TrainConfig(task="segmentation"))
     task.num_classes = 4
     out["segmentation"] = count(lambda: task.evaluate(segmenter, list(zip(images, masks)), ctx))
+
+    # and one detection training step's forward + loss (matching, hard negatives), labels coming on the CPU
+    from mobilenets.tasks.detection import DetectionTask
+
+    task = DetectionTask(mobilenets.TrainConfig(task="detection"))
+    detector = task.build_model(3, None).to(device).train()
+    size = task.config.resolution
+    x = torch.randn(8, 3, size, size, device=device)
+    g = torch.Generator().manual_seed(0)
+    targets = []
+    for i in range(8):
+        xy = torch.rand(i % 4, 2, generator=g) * (size - 40)
+        targets.append({"boxes": torch.cat([xy, xy + 8 + torch.rand(i % 4, 2, generator=g) * 30], 1),
+                        "labels": torch.randint(1, 4, (i % 4,), generator=g)})
+
+    def detection_step():
+        with torch.autocast(device.type, dtype=ctx.amp_dtype, enabled=ctx.amp_dtype is not None):
+            loss, _ = task.loss(detector(x), task.targets_to(targets, device))
+        loss.backward()
+
+    detection_step()  # the default boxes move to the device once, here
+    out["detection_train_step"] = count(detection_step)
     return out
 
 

@@ -467,7 +467,7 @@ def test_gpu_script_runs_end_to_end_on_the_cpu(tmp_path):
     checks = steps["checks"]
     assert checks["prefetch_equals_plain"] and checks["eval_pipeline_vs_cpu_max_abs_uint8_levels"] == 0
     assert checks["inference_rel_l2_vs_eager_fp32_cpu"]["fp32 folded"] < 1e-4
-    assert set(checks["host_syncs_per_evaluation"]) == {"batches", "classification", "segmentation"}
+    assert set(checks["host_syncs"]) == {"batches", "classification", "segmentation", "detection_train_step"}
     assert steps["model_alone"]["loop_step"]["images_per_s"] > 0
     assert steps["model_alone"]["read_every_step"]["read_every"] == 1
     assert steps["pipeline_device"]["images_per_s"] > 0 and steps["pipeline_cpu"]["images_per_s"] > 0
@@ -566,3 +566,23 @@ def test_cuda_ema_and_evaluation_do_not_wait_for_the_gpu_per_step():
     ctx = EvalContext(device=torch.device("cuda"), amp_dtype=None, channels_last=False)
     task = ClassificationTask(mobilenets.TrainConfig())
     assert _host_syncs(lambda: task.evaluate(model, batches, ctx)) < len(batches)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_detection_step_does_not_wait_for_the_gpu():
+    """Matching, hard negatives and the box loss stay on the device (masks, no boolean indexing or counts read
+    back); the labels are checked on the CPU before they travel."""
+    from mobilenets.tasks.detection import DetectionTask
+
+    task = DetectionTask(mobilenets.TrainConfig(task="detection"))
+    detector = task.build_model(3, None).cuda().train()
+    x = torch.randn(4, 3, 160, 160, device="cuda")
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]] * i), "labels": torch.ones(i, dtype=torch.int64)}
+               for i in range(4)]
+
+    def step():
+        loss, _ = task.loss(detector(x), task.targets_to(targets, torch.device("cuda")))
+        loss.backward()
+
+    step()  # the default boxes move to the GPU once
+    assert _host_syncs(step) == 0

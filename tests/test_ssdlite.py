@@ -223,6 +223,30 @@ def test_loss_equals_torchvision_compute_loss():
     torch.testing.assert_close(ours["loss"], ref["bbox_regression"] + ref["classification"])
 
 
+@pytest.mark.parametrize("label", [0, -1, 5])
+def test_loss_refuses_labels_outside_the_class_slots(label):
+    """Labels are 1..K with K + 1 class slots: a background (0), negative or too large label is one line, even on
+    a box that matches no default box."""
+    default_boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]])
+    target = {"boxes": torch.tensor([[100.0, 100.0, 110.0, 110.0], [0.0, 0.0, 10.0, 10.0]]),
+              "labels": torch.tensor([label, 1])}
+    with pytest.raises(MobileNetsError, match=f"a target label is {label}, the detector has 5 class slots"):
+        multibox_loss(torch.zeros(1, 2, 5), torch.zeros(1, 2, 4), [target], default_boxes, "torchvision")
+
+
+def test_box_loss_and_gradient_on_positives_only():
+    """The box loss sums over the matched default boxes alone; the others get no box gradient (they are encoded
+    against themselves and masked, not gathered)."""
+    default_boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
+    box = torch.randn(1, 2, 4, requires_grad=True)
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1])}]  # = default box 0
+    out = multibox_loss(torch.zeros(1, 2, 3), box, targets, default_boxes, "torchvision")
+    out["box"].backward()
+    expected = torch.nn.functional.smooth_l1_loss(box[0, 0].detach(), torch.zeros(4), reduction="sum")  # codes 0
+    torch.testing.assert_close(out["box"].detach(), expected)
+    assert torch.equal(box.grad[0, 1], torch.zeros(4)) and box.grad[0, 0].abs().sum() > 0
+
+
 def test_paper_loss_is_focal_over_every_box_normalised_by_matches():
     """TF: sigmoid focal (alpha 0.75, gamma 2) over every default box and class slot (negatives all zeros,
     background included), / #positives; smooth-L1 on positives / (#positives * 4)."""

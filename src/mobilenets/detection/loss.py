@@ -29,7 +29,7 @@ from ..errors import MobileNetsError
 from .box_coder import encode_boxes
 from .recipes import DetectionRecipe, resolve_recipe
 
-__all__ = ["multibox_loss", "match_default_boxes"]
+__all__ = ["multibox_loss", "match_default_boxes", "check_labels"]
 
 
 def match_default_boxes(gt_boxes: torch.Tensor, default_boxes: torch.Tensor, config="torchvision") -> torch.Tensor:
@@ -52,6 +52,15 @@ def match_default_boxes(gt_boxes: torch.Tensor, default_boxes: torch.Tensor, con
     return matches
 
 
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Target labels must be object class slots, 1..num_classes - 1 (0 is background): a one-line error
+    otherwise. Reads the values: call it while they are on the CPU (on a GPU that waits for the device)."""
+    if labels.numel() and not (1 <= int(labels.min()) and int(labels.max()) < num_classes):
+        bad = int(labels.max()) if int(labels.max()) >= num_classes else int(labels.min())
+        raise MobileNetsError(f"a target label is {bad}, the detector has {num_classes} class slots "
+                              f"(labels 1..{num_classes - 1}; 0 is the background)")
+
+
 def _as_tensor(boxes) -> torch.Tensor:
     """Target boxes as a plain XYXY tensor (a ``tv_tensors.BoundingBoxes`` in another format is converted)."""
     if isinstance(boxes, tv_tensors.BoundingBoxes):
@@ -70,7 +79,8 @@ def multibox_loss(cls_logits: torch.Tensor, box_regression: torch.Tensor, target
         box_regression: (N, A, 4) from the detector's ``forward``.
         targets: one dict per image with ``"boxes"`` (G, 4) in pixels of the input (a
             ``tv_tensors.BoundingBoxes`` in any format, or an XYXY tensor; G may be 0) and ``"labels"`` (G,)
-            int64 in 1..K.
+            int64 in 1..K: checked (a one-line error) when they come on the CPU, then moved to the logits' device
+            (the training task leaves them there for this; labels already on a GPU are taken as they are).
         default_boxes: (A, 4) XYXY pixels of the same input size (``model.default_boxes(size)``).
         config: ``"paper"``, ``"torchvision"``, a :class:`DetectionRecipe`, a DetectorConfig or a detector.
     """
@@ -86,20 +96,21 @@ def multibox_loss(cls_logits: torch.Tensor, box_regression: torch.Tensor, target
         matches = match_default_boxes(boxes, default_boxes, recipe)
         positive = matches >= 0
         safe = matches.clamp(min=0)
-        image_labels = torch.as_tensor(t["labels"], dtype=torch.int64, device=cls_logits.device).reshape(-1)
+        image_labels = torch.as_tensor(t["labels"], dtype=torch.int64).reshape(-1)
+        if image_labels.device.type == "cpu":  # free here; labels already on a GPU were the caller's to check
+            check_labels(image_labels, num_classes)
+        image_labels = image_labels.to(cls_logits.device, non_blocking=True)
         labels.append(torch.where(positive, image_labels[safe] if len(image_labels) else safe, 0))
         gt_per_anchor.append(boxes[safe] if len(boxes) else default_boxes)
     labels_t = torch.stack(labels)  # (N, A): 0 = background
-    gt = torch.stack(gt_per_anchor)  # (N, A, 4): the matched box (meaningless where negative)
     positive = labels_t > 0
-    if labels_t.max() >= num_classes:
-        raise MobileNetsError(f"a target label is {int(labels_t.max())}, the detector has {num_classes} class slots "
-                              f"(labels 1..{num_classes - 1})")
-    num_pos = int(positive.sum())
-    normalizer = max(1, num_pos)
-
-    target_codes = encode_boxes(gt[positive], default_boxes.expand(n, -1, -1)[positive], recipe.box_coder_weights)
-    box_loss = F.smooth_l1_loss(box_regression[positive], target_codes, beta=1.0, reduction="sum")
+    # no host sync below (no boolean indexing, no count read back): on a GPU the next step queues behind this one.
+    # Negatives are encoded against themselves (codes 0, finite whatever their matched box) and masked out.
+    gt = torch.where(positive[..., None], torch.stack(gt_per_anchor), default_boxes)  # (N, A, 4) XYXY
+    normalizer = positive.sum().clamp(min=1)
+    target_codes = encode_boxes(gt, default_boxes.expand(n, -1, -1), recipe.box_coder_weights)
+    box_loss = torch.where(positive[..., None],
+                           F.smooth_l1_loss(box_regression, target_codes, beta=1.0, reduction="none"), 0).sum()
     if recipe.loc_loss_per_coordinate:
         box_loss = box_loss / 4
 
@@ -107,11 +118,9 @@ def multibox_loss(cls_logits: torch.Tensor, box_regression: torch.Tensor, target
         ce = F.cross_entropy(cls_logits.reshape(-1, num_classes), labels_t.reshape(-1), reduction="none")
         ce = ce.view(n, num_anchors)
         num_negative = recipe.neg_pos_ratio * positive.sum(1, keepdim=True)
-        negative_loss = ce.clone()
-        negative_loss[positive] = -float("inf")
-        _, idx = negative_loss.sort(1, descending=True)
+        _, idx = ce.detach().masked_fill(positive, -float("inf")).sort(1, descending=True)
         hard_negative = idx.sort(1)[1] < num_negative  # each box's rank among its image's negatives
-        cls_loss = ce[positive].sum() + ce[hard_negative].sum()
+        cls_loss = torch.where(positive, ce, 0).sum() + torch.where(hard_negative, ce, 0).sum()
     else:
         one_hot = F.one_hot(labels_t, num_classes).to(cls_logits.dtype)
         one_hot[..., 0] = 0  # encode_background_as_zeros: negatives are all zeros, background slot included

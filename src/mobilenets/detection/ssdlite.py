@@ -200,7 +200,7 @@ class SSDLite(nn.Module):
         self.box_head = nn.ModuleList(SeparablePredictor(f.channels, n * 4, bn_eps=config.bn_eps)
                                       for f, n in zip(info, boxes))
         self._init_weights(recipe)
-        self._default_boxes: dict[tuple[int, int], torch.Tensor] = {}
+        self._default_boxes: dict[tuple[tuple[int, int], torch.device], torch.Tensor] = {}
 
     def _init_weights(self, recipe: DetectionRecipe) -> None:
         for m in self.modules():
@@ -272,12 +272,14 @@ class SSDLite(nn.Module):
         float32, on the model's device. ``"torchvision"``: torchvision's ``DefaultBoxGenerator`` exactly (3,234
         boxes at 320x320); ``"paper"``: TF's ``ssd_anchor_generator`` (2,034 boxes at 320x320)."""
         size = _pair(self.config.image_size if image_size is None else image_size)
-        if size not in self._default_boxes:
-            recipe = self.recipe
-            self._default_boxes[size] = tile_default_boxes(recipe.box_shapes, self.map_sizes(size), size,
-                                                           square=recipe.square_boxes)
-        p = next(self.parameters())
-        return self._default_boxes[size].to(p.device)
+        device = next(self.parameters()).device
+        if (size, device) not in self._default_boxes:  # per device too: no copy (a host sync on a GPU) per call
+            if (size, torch.device("cpu")) not in self._default_boxes:
+                recipe = self.recipe
+                self._default_boxes[size, torch.device("cpu")] = tile_default_boxes(
+                    recipe.box_shapes, self.map_sizes(size), size, square=recipe.square_boxes)
+            self._default_boxes[size, device] = self._default_boxes[size, torch.device("cpu")].to(device)
+        return self._default_boxes[size, device]
 
     def postprocess(self, cls_logits: torch.Tensor, box_regression: torch.Tensor,
                     image_sizes=None, *, input_size: int | tuple[int, int] | None = None) -> list[dict]:

@@ -60,14 +60,16 @@ class DetectionTask(Task):
         return [model.extras, model.cls_head, model.box_head]
 
     def targets_to(self, targets, device: torch.device):
-        return [{"boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"].to(device, non_blocking=True)}
-                for t in targets]
+        # the labels stay on the CPU: the loss checks them there for free, then moves them (no host sync on a GPU)
+        return [{"boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"]} for t in targets]
 
     def _loss(self, outputs, targets) -> dict[str, torch.Tensor]:
         from ..detection.loss import multibox_loss
 
         cls_logits, box_regression = outputs
-        boxes = self.default_boxes.to(box_regression.device)
+        if self.default_boxes.device != box_regression.device:  # moved once, not copied every step
+            self.default_boxes = self.default_boxes.to(box_regression.device)
+        boxes = self.default_boxes
         return multibox_loss(cls_logits.float(), box_regression.float(), targets, boxes, self.recipe)
 
     def loss(self, outputs, targets):

@@ -19,10 +19,10 @@ class WeightEMA(nn.Module):
     the model. Integer buffers (``num_batches_tracked``) follow the model.
 
     The state dict has the layout of ``torch.optim.swa_utils.AveragedModel(..., use_buffers=True)`` (``module.*``
-    and ``n_averaged``), which runs saved before: their states resume. Not AveragedModel itself: it keeps its
-    update counter on the model's device (a copy there every update) and the warm-up needs it as a number, so
-    each training step waited for the GPU twice. Here the counter stays on the CPU and the decay is a Python
-    float: an update only queues kernels.
+    and ``n_averaged``), which runs saved before: their states resume. Not AveragedModel itself: it copies its
+    update counter to the model's device at every update (a blocking copy) and the warm-up needs it back as a
+    number, so each training step waited for the GPU twice. Here the counter stays on the CPU and the decay is a
+    Python float: an update only queues kernels.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
