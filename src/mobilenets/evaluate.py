@@ -83,7 +83,7 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
     tops, labels = [], []  # the top-k class ids stay on the device until the last batch: no sync per batch
     with torch.inference_mode():
         for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda"):
-            tops.append(model(x.to(dev, non_blocking=True)).topk(k, dim=1).indices)
+            tops.append(model(x.to(dev, non_blocking=True)).float().topk(k, dim=1).indices)
             labels.append(y)
     top, y = torch.cat(tops).cpu(), torch.cat(labels)
     top5_hits = (top == y[:, None]).any(1).sum().item()
