@@ -98,7 +98,8 @@ class DetectionTask(Task):
             outputs = tuple(o.float() for o in outputs)
             on_device = self.targets_to(targets, ctx.device)
             loss = self._loss(outputs, on_device)["loss"]
-            sums += torch.stack([loss * len(targets), loss.new_tensor(len(targets))]).to(sums.dtype)
+            sums[0] += loss.to(sums.dtype) * len(targets)
+            sums[1] += len(targets)  # a number into a kernel; a tensor made from it would be a blocking copy
             detections = model.postprocess(*outputs, input_size=size)
             for t, d in zip(targets, detections):
                 results += to_coco_results(t["image_id"], {k: v.cpu() for k, v in d.items()})
