@@ -197,9 +197,9 @@ def host_syncs(device: torch.device, batches: int = 8) -> dict:
     and in one detection training step (forward, multibox loss, backward): none expected. On a CPU all of it
     runs (the tiny mode checks the code) and the counts are None."""
     import mobilenets
+    from mobilenets.tasks.base import EvalContext
     from mobilenets.tasks.classification import ClassificationTask
     from mobilenets.tasks.segmentation import SegmentationTask
-    from mobilenets.tasks.base import EvalContext
 
     def run_only(fn) -> None:  # on a CPU: nothing to count
         fn()
