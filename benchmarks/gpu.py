@@ -177,26 +177,13 @@ def checks(root: Path, device: torch.device, tiny: bool) -> dict:
     return out
 
 
-def count_syncs(fn) -> int:
-    """How many times ``fn()`` makes the host wait for the GPU (``torch.cuda.set_sync_debug_mode``)."""
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
-
-
 def host_syncs(device: torch.device, batches: int = 8) -> dict:
     """Host syncs in one evaluation of 8 batches by the classification and segmentation tasks (the loop's
     per-epoch evaluation): their sums stay on the device and are read once, so a handful, not one per batch;
     and in one detection training step (forward, multibox loss, backward): none expected. On a CPU all of it
     runs (the tiny mode checks the code) and the counts are None."""
     import mobilenets
+    from mobilenets.device import count_host_syncs
     from mobilenets.tasks.base import EvalContext
     from mobilenets.tasks.classification import ClassificationTask
     from mobilenets.tasks.segmentation import SegmentationTask
@@ -205,7 +192,7 @@ def host_syncs(device: torch.device, batches: int = 8) -> dict:
         fn()
 
     cuda = device.type == "cuda"
-    count = count_syncs if cuda else run_only
+    count = count_host_syncs if cuda else run_only
     pin = (lambda t: t.pin_memory()) if cuda else (lambda t: t)
     ctx = EvalContext(device=device, amp_dtype=torch.bfloat16 if cuda else None, channels_last=True)
     images = [pin(torch.randn(16, 3, 64, 64)) for _ in range(batches)]
@@ -267,6 +254,7 @@ def model_alone(device: torch.device, *, model_name: str, width: float, res: int
     what it did before); ``torch_ema``: the EMA the loop had before (AveragedModel). On a GPU, also the host
     syncs per step over one read interval."""
     from mobilenets import TrainConfig, create_model
+    from mobilenets.device import count_host_syncs
     from mobilenets.tasks import get_task
     from mobilenets.training.ema import WeightEMA
     from mobilenets.training.loop import _amp_dtype
@@ -315,7 +303,8 @@ def model_alone(device: torch.device, *, model_name: str, width: float, res: int
            "ema": "AveragedModel" if torch_ema else "WeightEMA"}
     if device.type == "cuda":
         pending.clear()
-        out["host_syncs_per_step"] = count_syncs(lambda: [one_step() for _ in range(read_every)]) / read_every
+        syncs = count_host_syncs(lambda: [one_step() for _ in range(read_every)])
+        out["host_syncs_per_step"] = syncs / read_every
     return out
 
 

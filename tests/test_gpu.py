@@ -12,6 +12,7 @@ from torch import nn
 
 import mobilenets
 from mobilenets import MobileNetsError
+from mobilenets.device import count_host_syncs
 from mobilenets.fast import InferenceOptions, prepare_for_inference
 
 from .conftest import ALL_MODELS
@@ -537,20 +538,6 @@ def test_cuda_training_reads_statistics_every_few_steps(pngs, tmp_path):
     assert HOST_SYNC_STEPS > 1
 
 
-def _host_syncs(fn) -> int:
-    """How many times ``fn()`` waits for the GPU (torch's sync debug mode warns at each)."""
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_ema_and_evaluation_do_not_wait_for_the_gpu_per_step():
     """The EMA update queues kernels only (its counter stays on the CPU), and an evaluation reads its sums once,
@@ -561,11 +548,11 @@ def test_cuda_ema_and_evaluation_do_not_wait_for_the_gpu_per_step():
 
     model = _calibrated("mobilenet_v3_small").cuda()
     ema = WeightEMA(model, 0.99)
-    assert _host_syncs(lambda: [ema.update_parameters(model) for _ in range(3)]) == 0
+    assert count_host_syncs(lambda: [ema.update_parameters(model) for _ in range(3)]) == 0
     batches = [(torch.randn(8, 3, 64, 64).pin_memory(), torch.randint(0, 10, (8,)).pin_memory()) for _ in range(8)]
     ctx = EvalContext(device=torch.device("cuda"), amp_dtype=None, channels_last=False)
     task = ClassificationTask(mobilenets.TrainConfig())
-    assert _host_syncs(lambda: task.evaluate(model, batches, ctx)) < len(batches)
+    assert count_host_syncs(lambda: task.evaluate(model, batches, ctx)) < len(batches)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -585,4 +572,4 @@ def test_cuda_detection_step_does_not_wait_for_the_gpu():
         loss.backward()
 
     step()  # the default boxes move to the GPU once
-    assert _host_syncs(step) == 0
+    assert count_host_syncs(step) == 0

@@ -1,4 +1,5 @@
-"""Turning a ``--device`` string into a :class:`torch.device` that exists on this machine."""
+"""Turning a ``--device`` string into a :class:`torch.device` that exists on this machine; counting how often
+code waits for a GPU."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from .errors import MobileNetsError
 
-__all__ = ["resolve_device", "local_gpu"]
+__all__ = ["resolve_device", "local_gpu", "count_host_syncs"]
 
 
 def local_gpu() -> torch.device:
@@ -48,3 +49,19 @@ def resolve_device(spec: str = "auto") -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise MobileNetsError(f"device {spec!r}: unsupported device type {device.type!r}")
     return device
+
+
+def count_host_syncs(fn) -> int:
+    """How many times ``fn()`` makes the host wait for the GPU (``torch.cuda.set_sync_debug_mode("warn")``
+    warns at each such call: ``.item()``, boolean indexing, a blocking copy...). The GPU checks in the tests
+    and ``benchmarks/gpu.py`` use it to show a training step or an evaluation does not wait per batch."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing CUDA operation" in str(w.message) for w in caught)

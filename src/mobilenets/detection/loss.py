@@ -55,8 +55,11 @@ def match_default_boxes(gt_boxes: torch.Tensor, default_boxes: torch.Tensor, con
 def check_labels(labels: torch.Tensor, num_classes: int) -> None:
     """Target labels must be object class slots, 1..num_classes - 1 (0 is background): a one-line error
     otherwise. Reads the values: call it while they are on the CPU (on a GPU that waits for the device)."""
-    if labels.numel() and not (1 <= int(labels.min()) and int(labels.max()) < num_classes):
-        bad = int(labels.max()) if int(labels.max()) >= num_classes else int(labels.min())
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 1 or hi >= num_classes:
+        bad = hi if hi >= num_classes else lo
         raise MobileNetsError(f"a target label is {bad}, the detector has {num_classes} class slots "
                               f"(labels 1..{num_classes - 1}; 0 is the background)")
 

@@ -272,14 +272,12 @@ class SSDLite(nn.Module):
         float32, on the model's device. ``"torchvision"``: torchvision's ``DefaultBoxGenerator`` exactly (3,234
         boxes at 320x320); ``"paper"``: TF's ``ssd_anchor_generator`` (2,034 boxes at 320x320)."""
         size = _pair(self.config.image_size if image_size is None else image_size)
-        device = next(self.parameters()).device
-        if (size, device) not in self._default_boxes:  # per device too: no copy (a host sync on a GPU) per call
-            if (size, torch.device("cpu")) not in self._default_boxes:
-                recipe = self.recipe
-                self._default_boxes[size, torch.device("cpu")] = tile_default_boxes(
-                    recipe.box_shapes, self.map_sizes(size), size, square=recipe.square_boxes)
-            self._default_boxes[size, device] = self._default_boxes[size, torch.device("cpu")].to(device)
-        return self._default_boxes[size, device]
+        key = (size, next(self.parameters()).device)  # per device too: no copy (a host sync on a GPU) per call
+        if key not in self._default_boxes:
+            recipe = self.recipe
+            self._default_boxes[key] = tile_default_boxes(recipe.box_shapes, self.map_sizes(size), size,
+                                                          square=recipe.square_boxes).to(key[1])
+        return self._default_boxes[key]
 
     def postprocess(self, cls_logits: torch.Tensor, box_regression: torch.Tensor,
                     image_sizes=None, *, input_size: int | tuple[int, int] | None = None) -> list[dict]:
