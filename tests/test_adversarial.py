@@ -424,13 +424,46 @@ def crafted(files, tmp_path: Path, case: str) -> tuple[Path, str]:
         p = tmp_path / "bad.h5"
         p.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
         return p, "not a readable Keras HDF5 file"
+    if case == "float8 weights":  # floating point, but torch has no isfinite for it
+        return rewrite(files / "ck.safetensors", p,
+                       tensors={**st, "stem.conv.weight": st["stem.conv.weight"].to(torch.float8_e4m3fn)}), \
+            "stem.conv.weight (float8_e4m3fn)"
+    if case == "meta tensor":  # a shape without values
+        p = tmp_path / "bad.pth"
+        torch.save({**st, "classifier.weight": torch.empty(st["classifier.weight"].shape, device="meta")}, p)
+        return p, "hold no values on the CPU (classifier.weight on meta)"
+    if case == "float64 beyond float32":  # finite in the file, inf once the model holds it
+        big = torch.full(st["classifier.weight"].shape, 1e300, dtype=torch.float64)
+        return rewrite(files / "ck.safetensors", p, tensors={**st, "classifier.weight": big}), \
+            "NaN or infinite values in 1 tensor(s): classifier.weight"
+    if case == "negative variance":  # every output would be NaN
+        return rewrite(files / "ck.safetensors", p,
+                       tensors={**st, "stem.bn.running_var": -st["stem.bn.running_var"]}), \
+            "negative batch-norm variances in 1 tensor(s): stem.bn.running_var"
+    if case == "module. twice":  # DataParallel's prefix and not: which copy loads would be a guess
+        p = tmp_path / "bad.pth"
+        torch.save({**st, "module.classifier.bias": st["classifier.bias"] + 1}, p)
+        return p, "there twice, with and without the 'module.' prefix (module.classifier.bias)"
+    if case == "deflated zip bomb":  # 128 MiB of zeros in a few hundred KiB
+        import zipfile
+
+        plain = tmp_path / "plain.pth"
+        torch.save({**st, "junk": torch.zeros(1 << 27, dtype=torch.uint8)}, plain)
+        p = tmp_path / "bad.pth"
+        with zipfile.ZipFile(plain) as src, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                dst.writestr(info.filename, src.read(info.filename))
+        plain.unlink()
+        return p, "refused as a decompression bomb"
     raise AssertionError(case)
 
 
 WEIGHT_CASES = ["non-string keys", "list values", "rank-0 stem", "rank-1 classifier", "wider everywhere",
                 "missing tensor", "plain state dict, rank 0", "torchvision names, wrong ranks", "NaN", "Inf",
                 "int weights", "bool weights", "empty file", "random bytes", "cut safetensors", "bad JSON header",
-                "empty dict", "lying safetensors header", "zip, not torch", "cut zip", "garbage tflite", "cut h5"]
+                "empty dict", "lying safetensors header", "zip, not torch", "cut zip", "garbage tflite", "cut h5",
+                "float8 weights", "meta tensor", "float64 beyond float32", "negative variance", "module. twice",
+                "deflated zip bomb"]
 
 
 @pytest.mark.parametrize("case", WEIGHT_CASES)
@@ -482,24 +515,75 @@ def _keras_like_h5(path: Path, *, kernel_shape=(3, 3, 3, 8), dtype="float32") ->
     return path
 
 
+def _replace_kernel(path: Path, make) -> None:
+    """Replace conv1's kernel in the file at ``path`` by ``make(group, name, shape)``."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        shape = f["conv1"]["conv1/kernel:0"].shape
+        del f["conv1"]["conv1/kernel:0"]
+        make(f["conv1"], "conv1/kernel:0", shape)
+
+
 @pytest.mark.parametrize("case, phrase", [
     ("rank-3 kernel", "layer conv1: kernel of shape (3, 3, 8) is not a rank-4 kernel"),
     ("string kernel", "weight conv1/kernel:0 has dtype"),
     ("no layers", "not a Keras model or weights file"),
+    # the bytes of another file on this machine: external storage, an external link, a virtual dataset
+    ("external storage", "weight conv1/kernel:0 takes its bytes from other files (HDF5 external storage)"),
+    ("external link", "weight conv1/kernel:0 links to another file"),
+    ("virtual dataset", "weight conv1/kernel:0 takes its bytes from other files (HDF5 virtual dataset)"),
+    # 4 TiB of gzip-compressed fill values in a few KiB: numpy would try to allocate it
+    ("fill-value bomb", "weight conv1/kernel:0 (1048576, 1048576): the file's arrays would take 4,194,304 MiB"),
 ])
 def test_crafted_keras_files_are_refused(tmp_path, capsys, case, phrase):
+    import h5py
+
     path = tmp_path / "k.h5"
+    other = tmp_path / "other.bin"
+    other.write_bytes(np.arange(3 * 3 * 3 * 8, dtype=np.float32).tobytes())
     if case == "rank-3 kernel":
         _keras_like_h5(path, kernel_shape=(3, 3, 8))
     elif case == "string kernel":
         _keras_like_h5(path, kernel_shape=(2,), dtype="S4")
-    else:
-        import h5py
-
+    elif case == "no layers":
         with h5py.File(path, "w") as f:
             f.create_dataset("x", data=np.zeros(3))
+    else:
+        _keras_like_h5(path)
+        with h5py.File(tmp_path / "other.h5", "w") as f:
+            f.create_dataset("k", data=np.ones((3, 3, 3, 8), dtype="float32"))
+        _replace_kernel(path, {
+            "external storage": lambda g, n, shape: g.create_dataset(n, shape=shape, dtype="f4",
+                                                                    external=[(str(other), 0, other.stat().st_size)]),
+            "external link": lambda g, n, shape: g.__setitem__(n, h5py.ExternalLink(str(tmp_path / "other.h5"), "k")),
+            "virtual dataset": lambda g, n, shape: g.create_virtual_dataset(n, _virtual(tmp_path / "other.h5", shape)),
+            "fill-value bomb": lambda g, n, shape: g.create_dataset(n, shape=(1 << 20, 1 << 20), dtype="f4",
+                                                                   chunks=(1024, 1024), compression="gzip"),
+        }[case])
     rc, _, err = cli(capsys, "inspect", path)
     assert_one_line_error(rc, err, "inspect", str(path), phrase)
+
+
+def _virtual(source: Path, shape):
+    import h5py
+
+    layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+    layout[...] = h5py.VirtualSource(str(source), "k", shape=shape)
+    return layout
+
+
+def test_a_soft_link_inside_a_keras_file_is_still_read(tmp_path):
+    """A link to another dataset of the same file is ordinary HDF5 (nothing from outside the file)."""
+    import h5py
+
+    from mobilenets.weights.keras import read_h5
+
+    path = _keras_like_h5(tmp_path / "k.h5")
+    _replace_kernel(path, lambda g, n, shape: (g.create_dataset("kept", data=np.full(shape, 2.0, dtype="f4")),
+                                               g.__setitem__(n, h5py.SoftLink(g.name + "/kept"))))
+    kernel = dict(read_h5(path)["conv1"])["kernel"]
+    assert kernel.shape == (3, 3, 3, 8) and (kernel == 2.0).all()
 
 
 # ------------------------------------------------------------------------------------ checkpoint metadata
@@ -529,6 +613,7 @@ METADATA_CASES = [
     ("class_names", lambda n: [1, 2, 3, 4], "not all strings"),
     ("class_names", lambda n: ["ant", "bee\x1b[2J", "cat", "dog"], "control characters"),
     ("extra", "[]", "expected a JSON object"),
+    ("preprocessing", "[]", "expected a JSON object, got list"),
 ]
 
 
@@ -544,7 +629,22 @@ def test_checkpoint_metadata_is_validated_when_read(files, tmp_path, field, chan
             call()
         msg = str(e.value)
         assert msg.startswith(f"{path}: bad checkpoint metadata ({field}): ") and phrase in msg, msg
+        assert msg.count(str(path)) == 1, msg
     assert unchanged(model, before)
+
+
+def test_a_checkpoint_of_another_format_version_is_refused(files, tmp_path):
+    """A checkpoint a later mobilenets wrote (format /2) is not read as a plain state dict, its metadata
+    ignored; and a safetensors file without metadata is told to convert into another name, not onto itself."""
+    path = rewrite(files / "ck.safetensors", tmp_path / "v2.safetensors", format="mobilenets.checkpoint/2")
+    for call in (lambda: mobilenets.inspect_weights(path), lambda: mobilenets.load_checkpoint(path)):
+        with pytest.raises(MobileNetsError, match=r"v2.safetensors: a mobilenets checkpoint in format "
+                                                  r"'mobilenets.checkpoint/2', which this version"):
+            call()
+    plain = tmp_path / "plain.safetensors"
+    save_file(load_file(str(files / "ck.safetensors")), str(plain))
+    with pytest.raises(MobileNetsError, match=r"'mobilenets convert plain.safetensors plain.converted.safetensors'"):
+        mobilenets.load_checkpoint(plain)
 
 
 @pytest.mark.parametrize("command", ["predict", "eval"])
@@ -676,6 +776,15 @@ API_CASES = [
     (lambda f: Preprocessing(crop=0), "crop must be"),
     (lambda f: mobilenets.read_checkpoint(f / "img.png") if hasattr(mobilenets, "read_checkpoint")
      else mobilenets.load_checkpoint(f / "img.png"), "not a weights file"),
+    # an option no builder takes: said before the file is read (or downloaded)
+    (lambda f: create_model("mobilenet_v2", foo=1), "mobilenet_v2 takes no option 'foo'; its options: bn_eps"),
+    (lambda f: create_model("ssdlite_mobilenet_v3_small", tail="detection"), "takes no option 'tail'"),
+    (lambda f: mobilenets.model_from_weights(f / "missing.pth", foo=1), "a classifier takes no option 'foo'"),
+    (lambda f: create_model("mobilenet_v2", keep_background=True), "takes no option 'keep_background'"),
+    (lambda f: mobilenets.weights.read_weights("http://127.0.0.1:9/w.pth", timeout="5"), "timeout must be a"),
+    (lambda f: mobilenets.weights.read_weights("http://127.0.0.1:9/w.pth", deadline=float("nan")),
+     "deadline must be a positive number of seconds, got nan"),
+    (lambda f: mobilenets.inspect_weights("/dev/null"), "/dev/null: not a regular file"),
 ]
 
 

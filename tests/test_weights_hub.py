@@ -325,6 +325,38 @@ def test_hash_refusals_cache_nothing(hosted, cache, monkeypatch):
     assert requests.count("/" + entries["tv"].file_name) == 4
 
 
+def test_a_download_without_a_hash_is_read_before_it_is_cached(hosted, cache, server, capsys):
+    """An entry with no published hash (the TF release archives, some Keras files): a download that does not
+    read as weights (cut here) is refused and never cached, through the API and `weights --download`; the
+    whole file then loads, and a cached copy damaged later says to delete it or refresh."""
+    from mobilenets.cli import main
+
+    entries, ref, requests = hosted
+    base, root, _ = server
+    whole = (root / entries["tv"].file_name).read_bytes()
+    (root / "cut.pth").write_bytes(whole[:len(whole) // 2])
+    cut = dataclasses.replace(entries["tv"], url=f"{base}/cut.pth", sha256_prefix=None)
+    hub.CATALOG[cut.name] = cut  # the fixture's catalog copy
+    for call in (lambda: inspect_weights(cut.name), lambda: create_model("mobilenet_v3_small", weights=cut.name)):
+        with pytest.raises(MobileNetsError, match=r"torchvision:mobilenet_v3_small.IMAGENET1K_V1 \(http://"
+                                                  r".*cut.pth\): not a readable PyTorch weights file"):
+            call()
+        assert not [p for p in cache.rglob("*") if p.is_file()]
+    assert main(["weights", "--download", cut.name]) == 2
+    assert "not a readable PyTorch weights file" in capsys.readouterr().err
+    assert not [p for p in cache.rglob("*") if p.is_file()] and requests.count("/cut.pth") == 3
+
+    (root / "cut.pth").write_bytes(whole)  # the server mended: the same URL now serves the whole file
+    model = create_model("mobilenet_v3_small", weights=cut.name)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(_logits(model, x), _logits(ref["tv"], x))
+    path = hub.cached_path(cut)
+    path.write_bytes(whole[:100])
+    with pytest.raises(MobileNetsError, match=r"cached download .* \(delete it or pass --refresh\)$"):
+        inspect_weights(cut.name)
+    assert inspect_weights(cut.name, refresh=True).model == "mobilenet_v3_small"
+
+
 def test_weights_command(hosted, capsys):
     from mobilenets.cli import main
     from mobilenets.cli.weights import SOURCES
@@ -396,7 +428,15 @@ def test_release_archive_yields_its_tflite(server, cache, pretrained_dir, monkey
     (root / "broken.tgz").write_bytes(b"\x1f\x8b" + bytes(200))
     with pytest.raises(MobileNetsError, match="not a readable .tgz archive"):
         hub.fetch(dataclasses.replace(entry, url=f"{base}/broken.tgz"))
+    # a flipped byte in the gzip checksum: tarfile alone stops reading before it and would extract the file
+    good = (root / "v3-small_224_1.0_uint8.tgz").read_bytes()
+    (root / "crc.tgz").write_bytes(good[:-8] + bytes([good[-8] ^ 0xFF]) + good[-7:])
+    with pytest.raises(MobileNetsError, match=r"not a readable .tgz archive \(CRC check failed"):
+        hub.fetch(dataclasses.replace(entry, url=f"{base}/crc.tgz"), refresh=True)
     assert [p.name for p in cache.rglob("*") if p.is_file()] == [path.name]
+    path.write_bytes(tflite[:1000])  # a cached extract damaged later
+    with pytest.raises(MobileNetsError, match=r"tflite:archived: cached file .* \(delete it or pass --refresh\)"):
+        create_model("mobilenet_v3_small", weights="tflite:archived")
 
 
 def test_training_accepts_short_names_with_the_backbone(hosted):

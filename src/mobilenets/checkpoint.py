@@ -105,8 +105,9 @@ class CheckpointMeta:
                                                   " that are not all strings"))
         if names is not None and any(unicodedata.category(c) == "Cc" for n in names for c in n):
             raise bad("class_names", "names with control characters (newlines, terminal escape codes)")
+        preprocessing = field_json("preprocessing", "{}", dict, "a JSON object")
         try:
-            preprocessing = Preprocessing.from_dict(field_json("preprocessing", "{}", dict, "a JSON object"))
+            preprocessing = Preprocessing.from_dict(preprocessing)
         except MobileNetsError as e:
             raise bad("preprocessing", str(e)) from None
         extra = field_json("extra", "{}", dict, "a JSON object")
@@ -188,8 +189,9 @@ def _read_checkpoint(path: Path | str):
     read = read_weights(path)
     if read.meta is None:
         name = _FORMAT_NAMES.get(read.info.format, read.info.format)
+        converted = f"{path.stem}{'.converted' if path.suffix == '.safetensors' else ''}.safetensors"
         raise MobileNetsError(f"{path}: {name} weights, not a mobilenets checkpoint (no '{FORMAT}' metadata): "
-                              f"'mobilenets convert {path.name} {path.stem}.safetensors' writes one")
+                              f"'mobilenets convert {path.name} {converted}' writes one")
     return read
 
 

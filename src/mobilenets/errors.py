@@ -16,7 +16,8 @@ def existing_file(path, what: str = "file"):
     if path.is_dir():
         raise MobileNetsError(f"{path}: is a directory, not {what}")
     if not path.is_file():
-        raise MobileNetsError(f"{path}: no such file")
+        raise MobileNetsError(f"{path}: " + ("not a regular file (a device, pipe or socket)" if path.exists()
+                                             else "no such file"))
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from torch import nn
@@ -11,9 +12,27 @@ from .detection import ssdlite  # noqa: F401  detectors,
 from .segmentation import deeplabv3, lraspp  # noqa: F401  segmenters)
 from .errors import MobileNetsError
 from .features import FeatureExtractor
+from .model import MobileNet
 from .registry import get_model_entry, resolve_alias
 
-__all__ = ["create_model"]
+__all__ = ["create_model", "check_options"]
+
+# What create_model and model_from_weights take beside the builder's own options, with weights= only.
+WEIGHTS_OPTIONS = ("tf", "keep_background", "sha256", "refresh")
+
+
+def check_options(name: str | None, options, *, extra: tuple[str, ...] = ()) -> None:
+    """Every key of ``options`` is a keyword option of ``name``'s builder (None: any classifier's, which
+    :class:`~mobilenets.MobileNet` takes) or in ``extra``, else a :class:`MobileNetsError` naming them and what
+    the model takes: before anything is read or built."""
+    build = MobileNet.__init__ if name is None or get_model_entry(name).task == "classification" \
+        else get_model_entry(name).build
+    params = inspect.signature(build).parameters.values()
+    accepted = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self", "arch"}
+    unknown = sorted(set(options) - accepted - set(extra))
+    if unknown:
+        raise MobileNetsError(f"{name or 'a classifier'} takes no option {', '.join(map(repr, unknown))}; its "
+                              f"options: {', '.join(sorted(accepted | set(extra)))}")
 
 
 def create_model(
@@ -21,7 +40,7 @@ def create_model(
     *,
     width: float | None = None,
     num_classes: int | None = None,
-    in_chans: int = 3,
+    in_chans: int | None = None,
     dropout: float | None = None,
     features_only: bool = False,
     out_strides: tuple[int, ...] | None = None,
@@ -44,7 +63,7 @@ def create_model(
         num_classes: classifier outputs (0: no classifier, the model returns pooled features). Default 1000,
             or the class count of ``weights``; another count than the file's re-initialises the classifier
             (fine-tuning) with a warning.
-        in_chans: input channels.
+        in_chans: input channels. Default 3, or the stem's of ``weights``.
         dropout: dropout before the classifier; ``None`` keeps the paper's default.
         features_only: return a :class:`~mobilenets.features.FeatureExtractor` giving the stage-end feature
             maps at ``out_strides`` (any of 2, 4, 8, 16, 32 up to ``output_stride``) instead of logits.
@@ -72,6 +91,7 @@ def create_model(
     """
     asked = name
     name, width, alias_options, tf = resolve_alias(name, width)
+    check_options(name, options, extra=WEIGHTS_OPTIONS if weights is not None or pretrained else ())
     if not isinstance(pretrained, bool):
         raise MobileNetsError(f"pretrained must be True or False, got {pretrained!r}")
     if pretrained:
@@ -88,8 +108,10 @@ def create_model(
         # state dict cannot say it was trained in TensorFlow: tf=True for a tf_* alias.
         # (``tf=True`` from the caller too, as model_from_weights takes it)
         tf_file = options.pop("tf", None)
+        if in_chans is not None:
+            options["in_chans"] = in_chans
         model, _ = model_from_weights(weights, name=name, width=width, num_classes=num_classes,
-                                      dropout=dropout, in_chans=in_chans, tf=True if tf else tf_file, **options)
+                                      dropout=dropout, tf=True if tf else tf_file, **options)
         return FeatureExtractor(model, _out_strides(model, out_strides)) if features_only else model
     options = {**({"tf_padding": True, "bn_eps": 1e-3} if tf else {}), **alias_options, **options}
     entry = get_model_entry(name)
@@ -98,10 +120,10 @@ def create_model(
                   if v is not None}
         if features_only:
             raise MobileNetsError(f"{name} is a {entry.task} model: features_only is for classifiers")
-        return entry.build(in_chans=in_chans, **kwargs, **options)
+        return entry.build(in_chans=3 if in_chans is None else in_chans, **kwargs, **options)
     model = entry.build(
         width=1.0 if width is None else width, num_classes=1000 if num_classes is None else num_classes,
-        in_chans=in_chans, dropout=dropout, **options
+        in_chans=3 if in_chans is None else in_chans, dropout=dropout, **options
     )
     if features_only:
         return FeatureExtractor(model, _out_strides(model, out_strides))

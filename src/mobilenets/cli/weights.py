@@ -18,10 +18,10 @@ def _published(entry) -> str:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from ..weights import hub
+    from ..weights import download_weights, hub
 
     if args.download:
-        entry, path = hub.download(args.download, model=args.model, width=args.width, refresh=args.refresh)
+        entry, path = download_weights(args.download, model=args.model, width=args.width, refresh=args.refresh)
         print(f"{entry.name}: {path}")
         return 0
     model, width = args.model, args.width

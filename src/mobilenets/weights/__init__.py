@@ -6,6 +6,7 @@ Applications .h5 files and TFLite flatbuffers, from a path or a cached URL.
   (``create_model(name, weights=source)`` does the same).
 - :func:`inspect_weights` (source) -> :class:`WeightsInfo`: format, architecture, width, classes, options,
   preprocessing, without building anything.
+- :func:`download_weights` (published name) -> (entry, path): fetch published weights into the cache.
 
 One module per format holds its key table: ``torchvision.py``, ``timm.py``, ``keras.py``, ``tflite.py``,
 ``ours.py``; ``layout.py`` the shared neutral naming and architecture inference; ``formats.py`` detects a
@@ -16,9 +17,9 @@ TFLite file) and ``dense.py`` (their routing, and our checkpoints of them). Anyt
 argument is one :class:`~mobilenets.MobileNetsError`.
 """
 
-from .core import (LoadReport, WeightsInfo, convert_weights, inspect_weights, load_weights, model_from_weights,
-                   read_weights)
+from .core import (LoadReport, WeightsInfo, convert_weights, download_weights, inspect_weights, load_weights,
+                   model_from_weights, read_weights)
 from .source import cache_dir, resolve_source
 
 __all__ = ["load_weights", "model_from_weights", "inspect_weights", "read_weights", "convert_weights",
-           "LoadReport", "WeightsInfo", "resolve_source", "cache_dir"]
+           "download_weights", "LoadReport", "WeightsInfo", "resolve_source", "cache_dir"]

@@ -32,7 +32,7 @@ from .layout import Architecture, canonical_shapes, infer_architecture, to_model
 from .source import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, open_source, sha256sum, source_name
 from .dense import DenseParsed, build_dense, check_dense_shapes, is_dense_name, parse_dense_state_dict, \
     parse_deeplab_tflite
-from .validate import check_shapes, check_state_dict, check_values, load_exact
+from .validate import check_shapes, check_state_dict, check_values, load_exact, short_list
 
 __all__ = ["WeightsInfo", "LoadReport", "inspect_weights", "load_weights", "model_from_weights", "read_weights",
            "convert_weights",
@@ -127,7 +127,31 @@ def _refused_pickle(e: BaseException) -> str | None:
     return f"holds Python objects other than tensors{what}; refused, nothing was loaded"
 
 
+# A PyTorch zip may unpack to at most 8x its size + 64 MiB. torch.save stores its entries uncompressed (about
+# 1x); a re-zipped file of zeros deflates ~1000x, and torch.load would allocate all of it.
+_ZIP_EXPANSION = 8
+_ZIP_SLACK_BYTES = 64 << 20
+
+
+def _check_zip_size(path: Path) -> None:
+    """Refuse a zip-format PyTorch file whose entries unpack to far more than the file's size."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format, or not a zip at all: torch.load says what it is
+    try:
+        with zipfile.ZipFile(path) as z:
+            unpacked = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load's reader names the damage
+    size = path.stat().st_size
+    if unpacked > _ZIP_EXPANSION * size + _ZIP_SLACK_BYTES:
+        raise MobileNetsError(f"a zip that unpacks to {unpacked / 2**20:,.0f} MiB from {size / 2**20:,.1f} MiB; "
+                              "refused as a decompression bomb")
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    _check_zip_size(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except Exception as e:  # torch raises many kinds for corrupt / unsafe files
@@ -142,6 +166,10 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     state = check_state_dict(obj, "a PyTorch file")
+    both = sorted(k for k in state if k.startswith("module.") and k.removeprefix("module.") in state)
+    if both:  # DataParallel's prefix dropped: which copy to load would be a silent guess
+        raise MobileNetsError(f"{len(both)} tensor(s) are there twice, with and without the 'module.' prefix "
+                              f"({short_list(both, 2)}); not loaded")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -215,7 +243,11 @@ def _parse(path: Path, label: str) -> _Parsed:
             state, header = _read_safetensors(path)
             state = check_state_dict(state, "a safetensors file")
         check_values(state, label)
-        if header.get("format") == FORMAT:
+        stated = header.get("format", "")
+        if stated != FORMAT and stated.startswith(FORMAT.rsplit("/", 1)[0]):
+            raise MobileNetsError(f"a mobilenets checkpoint in format {one_line(stated, 60)!r}, which this version "
+                                  f"of mobilenets does not read (it reads '{FORMAT}')")
+        if stated == FORMAT:
             meta = CheckpointMeta.from_header(header, label)
             cfg = meta.config
             if not isinstance(cfg, ModelConfig):  # a detector / segmenter checkpoint
@@ -292,15 +324,18 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
         if sha256 is not None:
             raise MobileNetsError(f"{entry.name}: published weights are checked against their own published hash; "
                                   "sha256= is for files and URLs")
-        source = hub.fetch(entry, refresh=refresh, timeout=timeout, deadline=deadline)
+        read: list[_Parsed] = []  # the file is parsed before it enters the cache (and when read from it)
+        file = hub.fetch(entry, refresh=refresh, timeout=timeout, deadline=deadline,
+                         check=lambda path, label: read.append(_parse(path, label)))
         tf = True if tf is None and entry.tf else tf  # timm tf_* files cannot say it; other files can
-    with open_source(source, sha256=sha256, refresh=refresh, timeout=timeout, deadline=deadline) as src:
-        parsed = _parse(src.path, entry.name if entry else src.label)
-    where = entry.name if entry else src.url or str(src.path)
-    if entry is not None:
-        source = entry.name
+        parsed = read[-1]
+        source = where = entry.name
+    else:
+        with open_source(source, sha256=sha256, refresh=refresh, timeout=timeout, deadline=deadline) as src:
+            parsed = _parse(src.path, src.label)
+        file, where = src.final, src.url or str(src.path)
     if parsed.dense is not None:
-        return _dense_read(parsed, source, where, src.final, name, width)
+        return _dense_read(parsed, source, where, file, name, width)
     fmt, canonical, arch = parsed.format, parsed.tensors, parsed.arch
 
     def holds() -> str:
@@ -324,7 +359,7 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
                            cfg.tf_padding, cfg.bn_eps, meta.preprocessing,
                            tuple(meta.class_names) if meta.class_names else None,
                            fixed_stem=arch.fixed_stem, config=cfg)
-        return _Read(info, canonical, parsed.folded, meta, parsed.state, src.final)
+        return _Read(info, canonical, parsed.folded, meta, parsed.state, file)
 
     is_tf = fmt in TF_FORMATS if tf is None else tf
     file_classes = canonical["classifier.weight"].shape[0] if "classifier.weight" in canonical else 0
@@ -335,7 +370,15 @@ def read_weights(source: str | os.PathLike, *, name: str | None = None, width: f
     info = WeightsInfo(str(source), fmt, arch.name, arch.width, file_classes, background,
                        canonical["stem.conv.weight"].shape[1], is_tf, bn_eps,
                        published or (TF_INCEPTION if is_tf else IMAGENET), names, fixed_stem=arch.fixed_stem)
-    return _Read(info, canonical, parsed.folded, None, parsed.state, src.final)
+    return _Read(info, canonical, parsed.folded, None, parsed.state, file)
+
+
+def download_weights(reference, *, model: str | None = None, width: float | None = None,
+                     refresh: bool = False) -> tuple[hub.PublishedWeights, Path]:
+    """Fetch the published weights ``reference`` names (``"timm:mobilenetv3_large_100.ra_in1k"``, or a short
+    form with ``model``) into the cache: (entry, local path). The file is read as weights before it counts as
+    cached, so a cut or foreign download never stays there. Raises :class:`MobileNetsError`."""
+    return hub.download(reference, model=model, width=width, refresh=refresh, check=_parse)
 
 
 def _dense_read(parsed: _Parsed, source, where: str, file: Path, name: str | None, width: float | None) -> _Read:
@@ -531,7 +574,10 @@ def model_from_weights(source: str | os.PathLike, *, name: str | None = None, wi
     ``keep_background``) unless ``num_classes`` is given, in which case the classifier is re-initialised
     (fine-tuning). Returns (model, :class:`LoadReport`); ``report.info`` has the preprocessing and class names.
     """
+    from ..factory import check_options
+
     _check_flag(keep_background, "keep_background")
+    check_options(name, options)  # before the file is read (or downloaded)
     read = read_weights(source, name=name, width=width, tf=tf, sha256=sha256, refresh=refresh)
     return _build(read, num_classes=num_classes, keep_background=keep_background, options=options)
 

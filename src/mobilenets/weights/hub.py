@@ -22,6 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import MobileNetsError, file_mode, one_line
 
@@ -458,38 +459,57 @@ def _verify(entry: PublishedWeights, path: Path) -> None:
         raise MobileNetsError(f"md5 mismatch: published {entry.md5}, the download hashes to {got} (nothing cached)")
 
 
-def fetch(entry: PublishedWeights, *, refresh: bool = False, progress: bool | None = None,
-          timeout: float | None = None,
-          deadline: float | None = None) -> Path:
-    """The local file of ``entry``: downloaded once (with a progress bar on a terminal) into the cache, checked against its
-    published hash and parsed as weights before it counts as cached; afterwards the cached file (hash checked
-    again). Raises :class:`MobileNetsError` for an entry whose model is not in this build, and for anything
-    :func:`~mobilenets.weights.source.open_source` refuses."""
+# A file reader for fetch: check(path, label) reads the file at path (naming it label in its errors) and raises
+# MobileNetsError if it is not weights it can load.
+Check = Callable[[Path, str], object]
+
+
+def _checked(path: Path, label: str, check: Check | None, *, hashes: PublishedWeights | None = None,
+             kind: str | None = None) -> None:
+    """``path`` passes the published hashes of ``hashes`` (an entry), reads as a weights file (of ``kind``) and
+    passes ``check``; every error is one line naming ``label``."""
     from .formats import detect_format
+
+    try:
+        if hashes is not None:
+            _verify(hashes, path)
+        if detect_format(path, label) != kind and kind is not None:
+            raise MobileNetsError(f"not a {kind} file")
+        if check is not None:
+            check(path, label)
+    except MobileNetsError as e:
+        msg = str(e)
+        raise MobileNetsError(msg if msg.startswith(label) else f"{label}: {msg}") from None
+
+
+def fetch(entry: PublishedWeights, *, refresh: bool = False, progress: bool | None = None,
+          timeout: float | None = None, deadline: float | None = None, check: Check | None = None) -> Path:
+    """The local file of ``entry``: downloaded once (with a progress bar on a terminal) into the cache, checked
+    against its published hash and read by ``check`` (the weights reader; else only its format is detected)
+    before it counts as cached; afterwards the cached file, hash checked and read again (a cached file that
+    fails says to delete it or refresh). Raises :class:`MobileNetsError` for an entry whose model is not in this
+    build, and for anything :func:`~mobilenets.weights.source.open_source` or ``check`` refuses."""
     from .source import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, open_source
 
     if not is_available(entry):
         raise MobileNetsError(f"{entry.name}: its model {entry.model} is not in this version of mobilenets "
                               "(listed for reference)")
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    deadline = DEFAULT_DEADLINE if deadline is None else deadline
     if entry.archive:
-        return _fetch_from_archive(entry, refresh=refresh, progress=progress,
-                                   timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-                                   deadline=DEFAULT_DEADLINE if deadline is None else deadline)
-    with open_source(entry.url, sha256=entry.sha256, refresh=refresh, progress=progress,
-                     timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-                     deadline=DEFAULT_DEADLINE if deadline is None else deadline) as src:
-        try:
-            _verify(entry, src.path)
-            detect_format(src.path, entry.name)
-        except MobileNetsError as e:
-            raise MobileNetsError(f"{entry.name} ({src.label}): {e}") from None
+        return _fetch_from_archive(entry, refresh=refresh, progress=progress, timeout=timeout, deadline=deadline,
+                                   check=check)
+    with open_source(entry.url, sha256=entry.sha256, refresh=refresh, progress=progress, timeout=timeout,
+                     deadline=deadline) as src:
+        _checked(src.path, f"{entry.name} ({src.label})", check, hashes=entry)
     return src.final
 
 
-def download(reference, *, model: str | None = None, width: float | None = None,
-             refresh: bool = False) -> tuple[PublishedWeights, Path]:
+def download(reference, *, model: str | None = None, width: float | None = None, refresh: bool = False,
+             check: Check | None = None) -> tuple[PublishedWeights, Path]:
     """Fetch the published file ``reference`` names (see :func:`lookup`; ``model`` for the short forms) into
-    the cache: (entry, local path). Anything that is not a catalog reference is a :class:`MobileNetsError`."""
+    the cache (read by ``check`` first, see :func:`fetch`): (entry, local path). Anything that is not a catalog
+    reference is a :class:`MobileNetsError`."""
     if model is not None:
         from ..registry import get_model_entry, resolve_alias
 
@@ -498,32 +518,58 @@ def download(reference, *, model: str | None = None, width: float | None = None,
     entry = lookup(reference, model=model, width=width)
     if entry is None:
         raise MobileNetsError(f"{one_line(str(reference), 120)}: not a published weights name{_close(str(reference))}")
-    return entry, fetch(entry, refresh=refresh)
+    return entry, fetch(entry, refresh=refresh, check=check)
+
+
+def _read_to_the_end(path: Path, limit: int) -> None:
+    """Decompress a gzip / bzip2 / xz file to its end, so that its checksum is checked (at most ``limit`` bytes
+    out); any other file is left alone."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    opener = (gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh"
+              else lzma.open if magic == b"\xfd7zXZ\x00" else None)
+    if opener is None:
+        return
+    total = 0
+    with opener(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise MobileNetsError(f"the archive unpacks to more than {limit >> 20} MiB, more than any MobileNet "
+                                      "release")
 
 
 def _fetch_from_archive(entry: PublishedWeights, *, refresh: bool, progress: bool | None, timeout: float,
-                        deadline: float) -> Path:
-    """The .tflite file of a release archive: the archive is downloaded (checked like any download), its one
-    .tflite member streamed into the cache under :func:`cached_path` (atomically, after it reads as TFLite),
-    and the archive itself dropped (checkpoints and graphs this library does not read)."""
+                        deadline: float, check: Check | None) -> Path:
+    """The .tflite file of a release archive: the archive is downloaded (checked like any download, its gzip
+    stream to the end), its one .tflite member streamed into the cache under :func:`cached_path` (atomically,
+    after it reads as TFLite and passes ``check``), and the archive itself dropped (checkpoints and graphs this
+    library does not read)."""
+    import lzma
     import tarfile
     import tempfile
+    import zlib
 
-    from .formats import detect_format
     from .source import MAX_DOWNLOAD_BYTES, open_source
 
     target = cached_path(entry)
     if target.is_file() and not refresh:
+        label = f"{entry.name}: cached file {target}"
         try:
-            if detect_format(target, entry.name) != "tflite":
-                raise MobileNetsError("not a TFLite file")
+            _checked(target, label, check, kind="tflite")
         except MobileNetsError as e:
-            raise MobileNetsError(f"{entry.name}: cached file {target}: {e} (delete it or pass --refresh)") from None
+            raise MobileNetsError(f"{e} (delete it or pass --refresh)") from None
         return target
     with open_source(entry.url, sha256=entry.sha256, refresh=refresh, progress=progress, timeout=timeout,
                      deadline=deadline) as src:
+        label = f"{entry.name} ({src.label})"
         try:
             _verify(entry, src.path)
+            _read_to_the_end(src.path, 2 * MAX_DOWNLOAD_BYTES)  # tarfile stops before the gzip checksum
             with tarfile.open(src.path, "r:*") as tar:
                 found = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".tflite")]
                 if len(found) > 1:
@@ -540,16 +586,20 @@ def _fetch_from_archive(entry: PublishedWeights, *, refresh: bool, progress: boo
                     with os.fdopen(fd, "wb") as out, tar.extractfile(member) as f:
                         for chunk in iter(lambda: f.read(1 << 20), b""):
                             out.write(chunk)
-                    if detect_format(Path(tmp), entry.name) != "tflite":
-                        raise MobileNetsError(f"its {one_line(member.name, 80)} is not a TFLite file")
+                    try:
+                        _checked(Path(tmp), label, check, kind="tflite")
+                    except MobileNetsError as e:
+                        raise MobileNetsError(f"its {one_line(member.name, 80)}: "
+                                              f"{str(e).removeprefix(label + ': ')}") from None
                     os.chmod(tmp, file_mode())  # mkstemp's 0600: open()'s mode under the umask
                     os.replace(tmp, target)
                 finally:
                     Path(tmp).unlink(missing_ok=True)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise MobileNetsError(f"{entry.name} ({src.label}): not a readable .tgz archive "
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
+            raise MobileNetsError(f"{label}: not a readable .tgz archive "
                                   f"({one_line(e, 120) or type(e).__name__})") from None
         except MobileNetsError as e:
-            raise MobileNetsError(f"{entry.name} ({src.label}): {e}") from None
+            msg = str(e)
+            raise MobileNetsError(msg if msg.startswith(label) else f"{label}: {msg}") from None
     src.final.unlink(missing_ok=True)  # the weights are out; the rest of the archive is not needed
     return target

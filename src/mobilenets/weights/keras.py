@@ -110,27 +110,59 @@ def normalise(name: str) -> str:
     return name.lower().replace("/", "_").replace("batchnorm", "bn")
 
 
-def _array(dataset, where: str) -> np.ndarray:
-    """A float array from an HDF5 dataset (a weight), else a :class:`MobileNetsError` naming it."""
-    value = np.asarray(dataset)
-    if value.dtype.kind != "f":
-        raise MobileNetsError(f"weight {where} has dtype {value.dtype}, not a floating-point type")
-    return value
+# The arrays of an HDF5 file may declare at most 16x the file's size + 64 MiB. Keras writes weights uncompressed,
+# so a real file declares about its own size; a chunked, compressed dataset of fill values declares terabytes in
+# kilobytes (a decompression bomb that numpy would try to allocate).
+_H5_EXPANSION = 16
+_H5_SLACK_BYTES = 64 << 20
+
+
+class _Reader:
+    """Reads a file's weight datasets, refusing what is not plainly stored in this file: external storage and
+    virtual datasets (their bytes come from other files on this machine), external links (which open another
+    file), and arrays that together declare far more bytes than the file holds."""
+
+    def __init__(self, f, path: Path):
+        self.file = f
+        self.size = path.stat().st_size
+        self.budget = _H5_EXPANSION * self.size + _H5_SLACK_BYTES
+        self.declared = 0
+
+    def array(self, dataset, where: str) -> np.ndarray:
+        """A float array from an HDF5 dataset (a weight), else a :class:`MobileNetsError` naming it."""
+        import h5py
+
+        if not isinstance(dataset, h5py.Dataset):
+            raise MobileNetsError(f"weight {where} is not an array (an HDF5 {type(dataset).__name__})")
+        if dataset.file.id != self.file.id:
+            raise MobileNetsError(f"weight {where} links to another file ({dataset.file.filename}); refused")
+        if dataset.external or dataset.is_virtual:
+            raise MobileNetsError(f"weight {where} takes its bytes from other files (HDF5 "
+                                  f"{'external storage' if dataset.external else 'virtual dataset'}); refused")
+        if dataset.dtype.kind != "f":
+            raise MobileNetsError(f"weight {where} has dtype {dataset.dtype}, not a floating-point type")
+        self.declared += int(dataset.size) * dataset.dtype.itemsize
+        if self.declared > self.budget:
+            raise MobileNetsError(f"weight {where} {tuple(dataset.shape)}: the file's arrays would take "
+                                  f"{self.declared / 2**20:,.0f} MiB, far more than its {self.size / 2**20:,.1f} MiB; "
+                                  "refused as a decompression bomb")
+        return np.asarray(dataset)
 
 
 def read_h5(path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Layer name -> [(variable name or position, array)] in Keras order, for any of the three layouts.
-    Every variable is a float array (else a :class:`MobileNetsError` naming the layer)."""
+    Every variable is a float array stored in this file (else a :class:`MobileNetsError` naming the layer)."""
     import h5py
 
     layers: dict[str, list[tuple[str, np.ndarray]]] = {}
     try:
         with h5py.File(path, "r") as f:
+            read = _Reader(f, path)
             if "layer_names" not in f.attrs and "model_weights" not in f and "layers" in f:  # Keras 3 weights
                 for name, group in f["layers"].items():
                     v = group.get("vars") if isinstance(group, h5py.Group) else None
                     if v is not None and len(v):
-                        layers[name] = [(str(i), _array(v[str(i)], f"{name}/vars/{i}")) for i in range(len(v))]
+                        layers[name] = [(str(i), read.array(v[str(i)], f"{name}/vars/{i}")) for i in range(len(v))]
                 return layers
             root = f["model_weights"] if "model_weights" in f else f
             if "layer_names" not in root.attrs:
@@ -140,8 +172,8 @@ def read_h5(path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
                 group = root[name]
                 names = [w.decode() if isinstance(w, bytes) else str(w) for w in group.attrs.get("weight_names", [])]
                 if names:
-                    layers[name] = [(w.rsplit("/", 1)[-1].split(":")[0], _array(group[w], w)) for w in names]
-    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+                    layers[name] = [(w.rsplit("/", 1)[-1].split(":")[0], read.array(group[w], w)) for w in names]
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, MemoryError) as e:
         first = str(e).strip().split("\n")[0]
         raise MobileNetsError(f"not a readable Keras HDF5 file ({first[:160] or type(e).__name__})") from None
     return layers

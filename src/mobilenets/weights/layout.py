@@ -192,7 +192,7 @@ def infer_architecture(canonical: dict[str, torch.Tensor], *, name: str | None =
                     continue
                 if canonical_shapes(n, w, num_classes, in_chans, fixed_stem=fixed) == have:
                     return Architecture(n, w, fixed)
-    what = f"{name or 'any registered model'}" + (f" at width {width:g}" if width else "")
+    what = f"{name or 'registered model'}" + (f" at width {width:g}" if width else "")
     if not same_keys:
         raise MobileNetsError(f"the weights' layers match no {what} ({len(have)} tensors)")
     raise MobileNetsError(f"the weights' layers look like {same_keys[0]}, but their shapes match no width of it "

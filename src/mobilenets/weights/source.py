@@ -108,10 +108,17 @@ class Source:
 
 def _text(source) -> str:
     try:
-        return os.fspath(source)
+        return os.fsdecode(source)  # a str, or bytes / a path decoded as the file system does
     except TypeError:
         raise MobileNetsError(f"a weights source must be a path or an http(s) URL, got {type(source).__name__}") \
             from None
+
+
+def _seconds(value, what: str) -> float:
+    """``value`` as a positive, finite number of seconds, else a :class:`MobileNetsError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise MobileNetsError(f"{what} must be a positive number of seconds, got {one_line(repr(value), 40)}")
+    return float(value)
 
 
 @contextmanager
@@ -128,6 +135,7 @@ def open_source(source: str | os.PathLike, *, sha256: str | None = None, refresh
     or a hash mismatch.
     """
     text = _text(source)
+    timeout, deadline = _seconds(timeout, "timeout"), _seconds(deadline, "deadline")
     if not is_url(text):
         scheme = urllib.parse.urlparse(text).scheme
         if "://" in text and len(scheme) > 1:

@@ -2,7 +2,8 @@
 or raises a one-line :class:`MobileNetsError` naming the file and the tensors at fault.
 
 - :func:`check_state_dict`: a mapping of string keys to plain (strided) tensors;
-- :func:`check_values`: floating-point dtype (``num_batches_tracked`` excepted) and finite values;
+- :func:`check_values`: a float16 / bfloat16 / float32 / float64 dtype (``num_batches_tracked`` excepted), data on
+  the CPU, values finite as float32 (what a model holds them in) and batch-norm variances not negative;
 - :func:`check_shapes`: every tensor the shape the architecture the file claims or was matched to needs.
 """
 
@@ -43,20 +44,39 @@ def check_state_dict(obj, label: str) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+# The dtypes a weights file may store its tensors in. Float8 types are floating point too, but torch has no
+# isfinite (or most other ops) for them, and no MobileNet is published in them.
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_values(tensors: Mapping[str, torch.Tensor], label: str) -> None:
-    """Every tensor a dense floating-point tensor with finite values (``num_batches_tracked`` counters are
-    bookkeeping, never loaded, and may be integers)."""
-    bad_type = [f"{k} ({str(v.dtype).removeprefix('torch.')}"
-                + ("" if v.layout == torch.strided else f", {str(v.layout).removeprefix('torch.')}") + ")"
-                for k, v in tensors.items()
-                if not _bookkeeping(k) and (v.layout != torch.strided or v.is_quantized or not v.is_floating_point())]
+    """Every tensor a dense float16 / bfloat16 / float32 / float64 tensor holding data (not a meta tensor) whose
+    values are finite once cast to float32 (the dtype models hold weights in: a float64 1e300 would load as inf),
+    and every batch-norm ``running_var`` at least 0 (a negative variance turns every output into NaN).
+    ``num_batches_tracked`` counters are bookkeeping, never loaded, and may be integers."""
+    def kind(v: torch.Tensor) -> str:
+        return str(v.dtype).removeprefix("torch.") + ("" if v.layout == torch.strided else
+                                                      f", {str(v.layout).removeprefix('torch.')}")
+
+    weights = {k: v for k, v in tensors.items() if not _bookkeeping(k)}
+    bad_type = [f"{k} ({kind(v)})" for k, v in weights.items()
+                if v.layout != torch.strided or v.is_quantized or v.dtype not in WEIGHT_DTYPES]
     if bad_type:
-        raise MobileNetsError(f"{label}: weights must be dense floating-point tensors; {len(bad_type)} are not: "
-                              f"{short_list(bad_type)}")
-    bad_values = [k for k, v in tensors.items() if not _bookkeeping(k) and not bool(torch.isfinite(v).all())]
+        raise MobileNetsError(f"{label}: weights must be dense float16 / bfloat16 / float32 / float64 tensors; "
+                              f"{len(bad_type)} are not: {short_list(bad_type)}")
+    no_data = [k for k, v in weights.items() if v.device.type != "cpu"]
+    if no_data:  # torch.load(map_location="cpu") leaves meta tensors (shapes without values) on "meta"
+        raise MobileNetsError(f"{label}: {len(no_data)} tensor(s) hold no values on the CPU ("
+                              f"{short_list(f'{k} on {weights[k].device.type}' for k in no_data)}); not loaded")
+    bad_values = [k for k, v in weights.items()
+                  if not bool(torch.isfinite(v if v.dtype != torch.float64 else v.float()).all())]
     if bad_values:
         raise MobileNetsError(f"{label}: NaN or infinite values in {len(bad_values)} tensor(s): "
                               f"{short_list(bad_values)}; not loaded")
+    negative = [k for k, v in weights.items() if k.endswith("running_var") and bool((v < 0).any())]
+    if negative:
+        raise MobileNetsError(f"{label}: negative batch-norm variances in {len(negative)} tensor(s): "
+                              f"{short_list(negative)}; not loaded")
 
 
 def check_shapes(have: Mapping[str, torch.Tensor], want: Mapping[str, tuple[int, ...]], label: str,
