@@ -444,6 +444,10 @@ def crafted(files, tmp_path: Path, case: str) -> tuple[Path, str]:
         p = tmp_path / "bad.pth"
         torch.save({**st, "module.classifier.bias": st["classifier.bias"] + 1}, p)
         return p, "there twice, with and without the 'module.' prefix (module.classifier.bias)"
+    if case == "training state":  # last.pt: the weights without the class names and preprocessing
+        p = tmp_path / "last.pt"
+        torch.save({"config": "{}", "epoch": 3, "model": st, "optimizer": {}, "ema": None}, p)
+        return p, "a mobilenets training state (what 'train --resume' reads), not a weights file"
     if case == "deflated zip bomb":  # 128 MiB of zeros in a few hundred KiB
         import zipfile
 
@@ -463,7 +467,7 @@ WEIGHT_CASES = ["non-string keys", "list values", "rank-0 stem", "rank-1 classif
                 "int weights", "bool weights", "empty file", "random bytes", "cut safetensors", "bad JSON header",
                 "empty dict", "lying safetensors header", "zip, not torch", "cut zip", "garbage tflite", "cut h5",
                 "float8 weights", "meta tensor", "float64 beyond float32", "negative variance", "module. twice",
-                "deflated zip bomb"]
+                "deflated zip bomb", "training state"]
 
 
 @pytest.mark.parametrize("case", WEIGHT_CASES)
@@ -680,6 +684,32 @@ def test_decompression_bomb_in_export_calibration(files, tmp_path, capsys, work)
     assert files_under(tmp_path) == before
 
 
+def test_16_bit_greyscale_reads_as_its_8_bit_twin(tmp_path):
+    """A 16-bit PNG (mode I;16) and a 32-bit integer TIFF (mode I) read as the 8-bit image of the same levels in
+    every reader (PIL's convert("RGB") clipped them at 255: an all-white image, classified without a word);
+    float pixels (mode F) are an unreadable image, said in one line."""
+    from torchvision.io import read_file
+
+    from mobilenets.data import ImageFiles, open_image
+    from mobilenets.detection.data import read_rgb
+    from mobilenets.gpu_data import _decode_cpu
+
+    a8 = np.random.default_rng(0).integers(0, 256, (40, 48), dtype=np.uint8)
+    Image.fromarray(a8).save(tmp_path / "g8.png")
+    Image.fromarray(a8.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    Image.fromarray(a8.astype(np.int32) * 257).save(tmp_path / "i32.tiff")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16" and Image.open(tmp_path / "i32.tiff").mode == "I"
+    want = np.asarray(open_image(tmp_path / "g8.png"))
+    for p in (tmp_path / "g16.png", tmp_path / "i32.tiff"):
+        assert np.array_equal(np.asarray(open_image(p)), want)
+        assert np.array_equal(read_rgb(p), want)
+        assert np.array_equal(np.asarray(ImageFiles([(str(p), 0)], ["a"])[0][0]), want)
+        assert torch.equal(_decode_cpu(read_file(str(p))), torch.from_numpy(want).permute(2, 0, 1).contiguous())
+    Image.fromarray(a8.astype(np.float32)).save(tmp_path / "f.tiff")
+    with pytest.raises(MobileNetsError, match=r"f.tiff: not a readable image \(ValueError: 32-bit floating-point"):
+        open_image(tmp_path / "f.tiff")
+
+
 @pytest.mark.parametrize("content", [b"", b"GIF89a\x01\x00", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"%PDF-1.4"])
 def test_broken_images_are_one_line_errors(files, tmp_path, capsys, content):
     img = tmp_path / "x.png"
@@ -707,6 +737,14 @@ ARG_CASES = [
     ("export", ["--weights", "w", "--format", "onnx", "--threads", "0"], "argument --threads"),
     ("bench", ["--model", "mobilenet_v5"], "argument --model: invalid choice"),
     ("bench", ["--resolution", "0"], "argument --resolution"),
+    ("bench", ["--skip", "ONNX"], "argument --skip: invalid choice: 'ONNX'"),
+    ("export", ["--weights", "w", "--format", "onnx", "--keep-float", "stem", "--calib-size", "8"],
+     "--calib-size, --keep-float: for int8 exports only (add --int8)"),
+    ("train", ["--freeze-backbone"], "freeze backbone keeps the backbone as loaded: pass weights"),
+    ("train-segmentation", ["--model", "deeplabv3_mobilenet_v2", "--head", "torchvision"],
+     "deeplabv3_mobilenet_v2 has one head"),
+    ("train", ["--qat", "--weights", "w", "--opt", "sgd", "--resolution", "96"],
+     "--qat does not take --opt, --resolution (the model and its input come from --weights"),
     ("eval", ["--weights", "w", "--batch-size", "0"], "argument --batch-size"),
     ("eval", ["--weights", "w", "--workers", "-1"], "argument --workers"),
     ("train", ["--batch-size", "0"], "argument --batch-size"),
@@ -724,6 +762,34 @@ def test_arguments_are_range_checked_up_front(tmp_path, capsys, monkeypatch, com
     rc, _, err = cli(capsys, command, *args)
     assert_one_line_error(rc, err, command, phrase)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("out_dir, phrase", [("a_file", "a_file: not a folder (the output folder)"),
+                                             ("a_file/results", "a_file is not a folder")])
+def test_bench_checks_its_output_folder_before_timing(tmp_path, capsys, monkeypatch, out_dir, phrase):
+    """An --out-dir that cannot be written is said before the benchmark runs (minutes), not after."""
+    from mobilenets.export import bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("a file, not a folder\n")
+    monkeypatch.setattr(bench, "_bench_model", lambda *a, **k: pytest.fail("the benchmark ran"))
+    rc, _, err = cli(capsys, "bench", "--quick", "--model", "mobilenet_v3_small", "--out-dir", out_dir)
+    assert_one_line_error(rc, err, "bench", phrase)
+
+
+def test_eval_refuses_the_other_tasks_output_flags(files, tmp_path, capsys):
+    """eval's --output-dir (detector / segmenter files) and --confusion-png (a classifier's matrix) are each
+    refused for the other kind of checkpoint, before any evaluation, instead of being ignored."""
+    rc, _, err = cli(capsys, "eval", "--weights", files / "ck.safetensors", "--data", files / "data",
+                     "--output-dir", tmp_path / "out")
+    assert_one_line_error(rc, err, "eval", "--output-dir is for detectors and segmenters")
+    seg = create_model("lraspp_mobilenet_v3_small", width=0.5, num_classes=3)
+    path = save_checkpoint(seg, tmp_path / "seg.safetensors",
+                           CheckpointMeta(seg.config, ["background", "a", "b"], Preprocessing(64, 64),
+                                          {"task": "segmentation"}))
+    rc, _, err = cli(capsys, "eval", "--weights", path, "--confusion-png", tmp_path / "c.png")
+    assert_one_line_error(rc, err, "eval", "--confusion-png is a classifier's confusion matrix")
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.safetensors"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -749,6 +815,47 @@ def test_output_paths_under_a_file_are_one_line_errors(files, tmp_path, capsys, 
 def test_an_output_path_that_is_a_folder_is_one_line(files, tmp_path, capsys):
     rc, _, err = cli(capsys, "convert", files / "ck.safetensors", tmp_path)
     assert_one_line_error(rc, err, "convert", "is a directory")
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_there(tmp_path):
+    """A write that fails midway (no space left) leaves the file it would have replaced as it was, and no temp
+    file; the error is one MobileNetsError line."""
+    import errno
+
+    from mobilenets.checkpoint import atomic_write
+
+    target = tmp_path / "ck.safetensors"
+    target.write_bytes(b"the run's checkpoint")
+
+    def write(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(MobileNetsError, match=r"ck.safetensors: could not be written \(No space left on device\); "
+                                              "nothing was replaced"):
+        atomic_write(target, write)
+    assert target.read_bytes() == b"the run's checkpoint" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_read_only_folder_is_one_line_in_the_cli(files, tmp_path, capsys, monkeypatch):
+    """The file system refusing a write (read-only, quota, permissions; tests may run as root, so it is
+    simulated): one line naming the path, exit 2, in the command that writes there and in any other."""
+    import errno
+    import tempfile
+
+    def refuse(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    rc, _, err = cli(capsys, "convert", files / "ck.safetensors", tmp_path / "ro" / "c.safetensors")
+    assert_one_line_error(rc, err, "convert", "c.safetensors: cannot write there (Read-only file system)")
+
+    def read_only(*args, **kwargs):  # any OSError a library call lets through
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ro" / "x.png"))
+
+    monkeypatch.setattr(mobilenets.weights, "inspect_weights", read_only)
+    rc, _, err = cli(capsys, "inspect", files / "ck.safetensors")
+    assert_one_line_error(rc, err, "inspect", "x.png: Read-only file system")
 
 
 # ============================================================================================= Python API

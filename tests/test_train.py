@@ -4,6 +4,7 @@ digits (3 classes, 32x32, width 0.35: a few seconds per run)."""
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import subprocess
@@ -317,6 +318,47 @@ def test_resume_with_another_runs_state_is_one_line_error(folder, tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "does not match" in err and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in a.iterdir() if p.is_file()} == before
+
+
+def test_resume_from_another_folder_and_of_another_task(folder, tmp_path, monkeypatch, capsys):
+    """A run started with a relative --data resumes from any folder (the data folder is saved absolute, and
+    naming it again from elsewhere is no change); the command of another task refuses the run, naming the one
+    that trains it; an unreadable config.json in the run folder says so."""
+    from mobilenets.cli import main
+
+    monkeypatch.chdir(folder.parent)
+    out = mobilenets.train(tiny(Path(folder.name), tmp_path / "a", epochs=1)).output
+    saved = json.loads((out / "config.json").read_text())["data"]
+    assert Path(saved).is_absolute() and Path(saved).resolve() == folder.resolve()
+    monkeypatch.chdir(tmp_path)
+    rc = main(["train", "--resume", str(out), "--epochs", "2", "--data", os.path.relpath(folder, tmp_path),
+               "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for command in ("train-detection", "train-segmentation"):
+        assert main([command, "--resume", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().endswith(f"{out}: a classification run, not a {command[6:]} one: resume it with "
+                                    f"'mobilenets train --resume {out}'"), err
+    (out / "config.json").write_text("{")
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: not a readable run config" in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "config.json"} == \
+        {k: v for k, v in before.items() if k != "config.json"}
+
+
+def test_a_new_run_never_overwrites_another(folder, tmp_path):
+    """--output naming a folder that holds a run: refused before anything is written (its checkpoints are
+    somebody's work); resuming it is the way on."""
+    out = mobilenets.train(tiny(folder, tmp_path / "a", epochs=1)).output
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(MobileNetsError, match=rf"a: holds a run already \(config.json, last.pt, best.safetensors\); "
+                                              rf"continue it with --resume {out}, or give another --output"):
+        mobilenets.train(tiny(folder, out, epochs=1, seed=1))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_run_that_cannot_start_leaves_no_folder(folder, tmp_path, capsys):

@@ -148,6 +148,19 @@ def test_create_model_weights_and_load_weights_agree(tmp_path):
         assert torch.equal(va, vb), k
 
 
+def test_create_model_takes_the_input_channels_of_the_weights(tmp_path):
+    """A file of a 1-channel model builds a 1-channel model, as model_from_weights does (create_model once
+    asked for 3 channels and called the file 'width 1 ... do not fit width 1'); asking for another count
+    names the stem's shapes."""
+    gray = create_model("mobilenet_v3_small", width=0.5, num_classes=4, in_chans=1)
+    mobilenets.save_checkpoint(gray, tmp_path / "gray.safetensors")
+    model = create_model("mobilenet_v3_small", weights=tmp_path / "gray.safetensors")
+    assert model.config.in_chans == 1 and model.config.width == 0.5
+    assert torch.equal(model.state_dict()["stem.conv.weight"], gray.state_dict()["stem.conv.weight"])
+    with pytest.raises(MobileNetsError, match=r"stem.conv.weight \(8, 1, 3, 3\) vs \(8, 3, 3, 3\)"):
+        create_model("mobilenet_v3_small", weights=tmp_path / "gray.safetensors", in_chans=3)
+
+
 def test_our_checkpoint_and_state_dict_round_trip(tmp_path):
     model = randomise(create_model("mobilenet_v3_small", width=0.75, num_classes=7, tf_padding=True, bn_eps=1e-3))
     mobilenets.save_checkpoint(model, tmp_path / "ck.safetensors", mobilenets.CheckpointMeta(

@@ -133,10 +133,17 @@ def _check_config(cfg: ModelConfig) -> None:
 
 
 def atomic_write(path: Path | str, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then rename it over ``path``. A
+    folder that cannot be written (read-only, full disk) is a :class:`MobileNetsError`; ``path`` is then as it
+    was and no temp file is left."""
+    from safetensors import SafetensorError
+
     path = output_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise MobileNetsError(f"{path}: cannot write there ({e.strerror or one_line(e)})") from None
     os.close(fd)
     try:
         write(tmp)
@@ -146,8 +153,11 @@ def atomic_write(path: Path | str, write) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, SafetensorError)):  # no space left, quota, I/O error
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e, 160)
+            raise MobileNetsError(f"{path}: could not be written ({reason}); nothing was replaced") from None
         raise
 
 

@@ -10,6 +10,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -35,6 +36,19 @@ def image_problem(e: BaseException) -> str:
     return f"{type(e).__name__}: {one_line(e, 160)}" if str(e) else type(e).__name__
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as 8-bit RGB. PIL's ``convert("RGB")`` clips 16- and 32-bit integer greyscale (modes ``I;16*``,
+    ``I``: 16-bit PNGs and TIFFs) at 255, which turns nearly every pixel white: those are scaled from the 16-bit
+    range first. 32-bit float pixels (mode ``F``) have no agreed range: a ValueError (an unreadable image)."""
+    if im.mode == "I" or im.mode.startswith("I;16"):
+        wide = np.asarray(im).astype(np.int64)
+        return Image.fromarray((np.clip(wide, 0, 65535) // 257).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        raise ValueError("32-bit floating-point pixels (mode F) have no agreed range; save the image with 8 or 16 "
+                         "bits per channel")
+    return im.convert("RGB")
+
+
 def open_image(path) -> Image.Image:
     """The RGB image at ``path``; a :class:`MobileNetsError` naming the file for anything that is not a
     readable image (missing, a folder, truncated, not an image, a decompression bomb)."""
@@ -43,7 +57,7 @@ def open_image(path) -> Image.Image:
     path = existing_file(path, "an image")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except BAD_IMAGE as e:
         raise MobileNetsError(f"{path}: not a readable image ({image_problem(e)})") from None
 
@@ -73,7 +87,7 @@ class ImageFiles(Dataset):
             path, target = self.samples[(i + k) % len(self.samples)]
             try:
                 with Image.open(path) as im:
-                    img = im.convert("RGB")
+                    img = to_rgb(im)
                 break
             except _BAD_IMAGE as e:
                 if self.strict:

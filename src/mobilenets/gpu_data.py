@@ -125,16 +125,19 @@ def _decode_cpu(data: torch.Tensor) -> torch.Tensor:
 
     try:
         with _quiet():
-            return decode_image(data, mode=ImageReadMode.RGB)
+            image = decode_image(data, mode=ImageReadMode.RGB)
+        if image.dtype == torch.uint16:  # a 16-bit PNG: to 8 bits, as data.to_rgb does for PIL
+            image = (image.to(torch.int32) // 257).to(torch.uint8)
+        return image
     except RuntimeError:
         pass
     from PIL import Image
 
-    from .data import BAD_IMAGE, image_problem
+    from .data import BAD_IMAGE, image_problem, to_rgb
 
     try:
         with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
-            img = im.convert("RGB")
+            img = to_rgb(im)
     except BAD_IMAGE as e:
         raise ValueError(image_problem(e)) from None
     from torchvision.transforms.v2.functional import pil_to_tensor

@@ -59,12 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with quiet_third_party(args.verbose, native=getattr(args, "native_output", False)):
             return int(args.handler(args) or 0)
-    except (MobileNetsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+    except BrokenPipeError:  # output piped into `head` and closed: not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except MobileNetsError as e:
         print(f"mobilenets {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no: missing, read-only, full, permissions
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mobilenets {args.command}: error: {one_line(where + (e.strerror or str(e)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mobilenets {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head` and closed: not an error worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141

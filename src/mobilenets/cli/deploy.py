@@ -6,6 +6,8 @@ import argparse
 
 from .common import add_refresh, int_range, model_name, model_names, output_path
 
+CALIB_SIZE = 200  # --calib-size's default
+
 
 def _check_int8_flags(args: argparse.Namespace) -> None:
     """The int8 flags' combinations, refused in the command's own words (the library's messages name its
@@ -20,6 +22,12 @@ def _check_int8_flags(args: argparse.Namespace) -> None:
     if args.calib is not None and not args.int8:
         raise MobileNetsError("--calib is for --int8 (calibration images); to measure an fp32 export's accuracy "
                               "pass --eval DIR")
+    int8_only = [flag for flag, given in (
+        ("--calib-method", args.calib_method != "auto"), ("--calib-size", args.calib_size != CALIB_SIZE),
+        ("--calib-select", args.calib_select != "spread"), ("--keep-float", bool(args.keep_float)),
+        ("--full-range-weights", args.full_range_weights)) if given]
+    if int8_only and not args.int8:
+        raise MobileNetsError(f"{', '.join(int8_only)}: for int8 exports only (add --int8)")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -74,7 +82,7 @@ def add_commands(sub) -> None:
     p.add_argument("--calib-method", default="auto", metavar="METHOD",
                    help="int8 calibration: onnx minmax | percentile | entropy | distribution; tflite / executorch "
                         "histogram | minmax | moving_average; auto: the measured best per format")
-    p.add_argument("--calib-size", type=int_range(1, 100_000), default=200, metavar="N",
+    p.add_argument("--calib-size", type=int_range(1, 100_000), default=CALIB_SIZE, metavar="N",
                    help="int8: how many calibration images")
     p.add_argument("--calib-select", choices=("spread", "random"), default="spread",
                    help="int8: which calibration images: evenly spread over the source or a seeded "
@@ -108,7 +116,7 @@ def add_commands(sub) -> None:
                    help="the classifiers' input side (the detector and segmenter rows run at 320 and 520)")
     p.add_argument("--threads", type=int_range(1, 1024), default=2, help="CPU threads for every runtime")
     p.add_argument("--quick", action="store_true", help="fewer timing runs, no batch-32 throughput")
-    p.add_argument("--skip", action="append", metavar="RUNTIME",
+    p.add_argument("--skip", action="append", metavar="RUNTIME", choices=BENCH_RUNTIMES,
                    help=f"leave out a runtime: {', '.join(BENCH_RUNTIMES)} (repeatable)")
     p.add_argument("--out-dir", default="benchmarks/results", help="where the JSON and PNG go")
     p.add_argument("--device", default="cpu",

@@ -25,6 +25,7 @@ def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from ..training import TrainConfig, train
+    from ..training.state import check_resumed_task
 
     setup_logging()
     if getattr(args, "qat", False):
@@ -32,6 +33,7 @@ def _train(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     given = set(getattr(args, "_given", ())) | {"task"}
     if values["resume"]:  # the run's saved config, with only what was asked for changed
+        check_resumed_task(values["resume"], args.task)  # `train --resume` of a detection run, say
         values = {k: values[k] for k in given}
     elif values["weights"] and "model" not in given:  # the model (and width) the weights file holds
         values["model"] = None
@@ -49,8 +51,15 @@ def _train_qat(args: argparse.Namespace) -> int:
         raise MobileNetsError("--qat fine-tunes a float checkpoint: pass --weights CKPT")
     # only what was given on the command line: QAT has its own defaults (a few epochs of fine-tuning)
     asked = set(getattr(args, "_given", ()))
-    given = {k: getattr(args, k) for k in ("data", "val_split", "epochs", "batch_size", "lr", "seed", "threads",
-                                           "workers", "progress", "output") if k in asked}
+    takes = ("data", "val_split", "epochs", "batch_size", "lr", "seed", "threads", "workers", "progress", "output")
+    ignored = sorted(asked - set(takes) - {"weights", "qat"})
+    if ignored:  # the model, its input size and the recipe come from the checkpoint and QAT's own schedule
+        flag = {"progress": "--no-progress", "channels_last": "--no-channels-last"}
+        raise MobileNetsError(
+            f"--qat does not take {', '.join(flag.get(k, '--' + k.replace('_', '-')) for k in ignored)} (the "
+            "model and its input come from --weights; QAT takes "
+            f"{', '.join(flag.get(k, '--' + k.replace('_', '-')) for k in takes)})")
+    given = {k: getattr(args, k) for k in takes if k in asked}
     train_qat(QATConfig(weights=args.weights, **given))
     return 0
 
@@ -69,6 +78,12 @@ def _eval(args: argparse.Namespace) -> int:
     if inference is not None and task != "classification":
         raise MobileNetsError(f"--precision / --channels-last / --no-fold-bn / --compile / --cuda-graphs apply to "
                               f"classifiers; {args.weights} is a {task} checkpoint")
+    if args.confusion_png is not None and task != "classification":
+        raise MobileNetsError(f"--confusion-png is a classifier's confusion matrix; {args.weights} is a {task} "
+                              "checkpoint (its files go to --output-dir)")
+    if args.output_dir is not None and task == "classification":
+        raise MobileNetsError(f"--output-dir is for detectors and segmenters; a classifier's confusion matrix goes "
+                              "to --confusion-png")
     if task == "detection":
         from ..detection.evaluate import evaluate_detector
         from .detection import format_detection_eval

@@ -38,6 +38,7 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..data import to_rgb
 from ..errors import MobileNetsError, existing_file
 
 __all__ = [
@@ -80,7 +81,7 @@ def image_size(path: Path) -> tuple[int, int]:
 def read_rgb(path: Path) -> np.ndarray:
     """The image as a writable uint8 (H, W, 3) array; raises one of :data:`BAD_IMAGE`."""
     with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+        return np.array(to_rgb(im))
 
 
 class SkipCounter:

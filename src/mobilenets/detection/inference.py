@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..data import to_rgb
 from ..errors import MobileNetsError, output_file
 
 __all__ = ["DetectedBox", "ImageDetections", "detect_images", "detect", "load_detector", "derived_output_paths",
@@ -93,7 +94,7 @@ def detect_images(model, images: Sequence, *, preprocessing, class_names: Sequen
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        x = torch.stack([transform(im.convert("RGB")) for im in chunk]).to(dev)
+        x = torch.stack([transform(to_rgb(im)) for im in chunk]).to(dev)
         cls_logits, box_regression = model(x)
         detections = model.postprocess(cls_logits.float(), box_regression.float(), input_size=size)
         for im, d in zip(chunk, detections):
@@ -133,7 +134,7 @@ def annotate(image, detections: ImageDetections, class_names: Sequence[str]):
     if not detections.boxes:
         return image.copy()
     label_of = {n: i + 1 for i, n in enumerate(class_names)}
-    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    pixels = torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1)
     boxes = torch.tensor([b.box for b in detections.boxes], dtype=torch.float32)
     side = min(detections.size)
     font = _label_font()

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write
-from ..errors import MobileNetsError
+from ..errors import MobileNetsError, output_file
 from .core import export_model
 from .fuse import fold_batchnorm
 from .options import BENCH_MODELS, BENCH_RUNTIMES, DENSE_MODELS
@@ -453,6 +453,13 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
     ``cfg.out_dir``; returns the JSON content."""
     import platform
 
+    unknown = [r for r in cfg.skip if r not in RUNTIMES]
+    if unknown:
+        raise MobileNetsError(f"skip: unknown runtime(s) {', '.join(map(repr, unknown))}; one of {', '.join(RUNTIMES)}")
+    out = Path(cfg.out_dir).expanduser()
+    if out.exists() and not out.is_dir():  # said now, not after the timings
+        raise MobileNetsError(f"{out}: not a folder (the output folder)")
+    output_file(out / "bench.json", "benchmark results")
     if cfg.device != "cpu":  # a GPU: PyTorch's inference paths vs torchvision's and timm's (gpu_bench.py)
         from .gpu_bench import run_gpu_benchmark
 
@@ -490,7 +497,6 @@ def run_benchmark(cfg: BenchConfig, *, log=print) -> dict:
         "rows": [asdict(r) for r in rows],
         "ratios": ratios,
     }
-    out = Path(cfg.out_dir)
     atomic_write(out / "bench.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
     if classifiers:  # the plot places models by their published ImageNet top-1: classifiers only
         _plot([r for r in rows if r.model not in DENSE_MODELS], out / "bench.png", cfg)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data import to_rgb
 from ..errors import MobileNetsError
 
 __all__ = ["ImageSegmentation", "segment_images", "segment", "load_segmenter", "upsample_argmax", "overlay",
@@ -89,7 +90,7 @@ def segment_images(model, images: Sequence, *, preprocessing, class_names: Seque
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        x = torch.stack([transform(im.convert("RGB")) for im in chunk]).to(dev)
+        x = torch.stack([transform(to_rgb(im)) for im in chunk]).to(dev)
         logits = model(x)
         for im, lg in zip(chunk, logits):
             w, h = im.size
@@ -134,7 +135,7 @@ def overlay(image, seg: ImageSegmentation, class_names: Sequence[str]):
 
     from .data import voc_palette
 
-    pixels = np.asarray(image.convert("RGB"))
+    pixels = np.asarray(to_rgb(image))
     blended = Image.fromarray(tint(pixels, seg.class_map))
     w, h = blended.size
     font_px = max(12, min(w, 800) // 40)

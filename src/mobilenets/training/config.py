@@ -135,6 +135,12 @@ class TrainConfig:
                                              f"got {self.augment!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (self.head is None or self.head in HEADS, f"head must be one of {', '.join(HEADS)}, got {self.head!r}"),
+            (self.head is None or self.task != "classification", "head configures a detector's or segmenter's head"),
+            ("head" not in self._asked or not self.model.startswith("deeplabv3"),
+             f"head configures the SSDLite and LR-ASPP heads; {self.model} has one head (leave head out)"),
+            (not self.freeze_backbone or self.weights or self.resume,
+             "freeze backbone keeps the backbone as loaded: pass weights (on a random backbone only the head "
+             "would learn)"),
             (isinstance(self.epochs, int) and 1 <= self.epochs <= 100_000, f"epochs must be >= 1, got {self.epochs}"),
             (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65_536,
              f"batch size must be in [1, 65536], got {self.batch_size}"),

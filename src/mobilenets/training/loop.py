@@ -101,6 +101,10 @@ def train(config: TrainConfig) -> TrainResult:
         raise MobileNetsError(f"batch size {config.batch_size} does not split over {dist.world} processes")
     if dist.main and out.exists() and not out.is_dir():
         raise MobileNetsError(f"{out}: exists and is not a folder")
+    held = [n for n in ("config.json", STATE_FILE, BEST_FILE) if (out / n).exists()]
+    if dist.main and state is None and held:  # a new run would overwrite another's checkpoints
+        raise MobileNetsError(f"{out}: holds a run already ({', '.join(held)}); continue it with --resume {out}, "
+                              "or give another --output")
 
     threads_before = torch.get_num_threads()
     if config.num_threads:

@@ -171,8 +171,11 @@ def train_qat(config: QATConfig) -> QATResult:
         seed_everything(config.seed)
         data = _data(config, pre.crop, pre)
         if meta.class_names is not None and list(data.classes) != list(meta.class_names):
-            raise MobileNetsError(f"the data's classes ({len(data.classes)}) are not the checkpoint's "
-                                  f"({len(meta.class_names)}): QAT fine-tunes the same classifier")
+            theirs, mine = list(data.classes), list(meta.class_names)
+            diff = [f"{a!r} vs {b!r}" for a, b in zip(theirs, mine) if a != b][:3]
+            raise MobileNetsError(f"the data's classes ({len(theirs)}) are not the checkpoint's ({len(mine)})"
+                                  + (f": {', '.join(diff)}" if len(theirs) == len(mine) else "")
+                                  + "; QAT fine-tunes the same classifier")
         if len(data.train) < config.batch_size:
             raise MobileNetsError(f"{len(data.train)} training images: fewer than one batch of {config.batch_size}")
         out = Path(config.output) if config.output else Path("runs") / f"{Path(config.weights).stem}-qat"

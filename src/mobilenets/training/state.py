@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import MobileNetsError
+from ..errors import MobileNetsError, one_line
 from .config import TrainConfig
 
 __all__ = ["STATE_FILE", "BEST_FILE", "seed_everything", "rng_state", "set_rng_state", "resolve_run"]
@@ -70,9 +72,10 @@ def _flag(name: str) -> str:
 def _resumed_config(saved: TrainConfig, config: TrainConfig, state: dict, state_path: Path) -> TrainConfig:
     """The saved config with the changes ``config`` asks for that a resumed run can honour; any other asked
     change is a one-line error naming the flags."""
-    from dataclasses import replace
-
     mine, theirs = saved.to_dict(), config.to_dict()
+    if theirs["data"] is not None and mine["data"] is not None and \
+            Path(theirs["data"]).expanduser().resolve() == Path(mine["data"]).expanduser().resolve():
+        theirs["data"] = mine["data"]  # the same folder, named from another folder or relative
     asked = config.asked - {"resume"}
     changes = {k: theirs[k] for k in sorted(asked) if theirs[k] != mine[k]}
     refused = [k for k in changes if k not in RESUME_CHANGES]
@@ -89,6 +92,24 @@ def _resumed_config(saved: TrainConfig, config: TrainConfig, state: dict, state_
     return replace(saved, **changes)
 
 
+# The command that trains (and resumes) each task's runs.
+TRAIN_COMMANDS = {"classification": "train", "detection": "train-detection", "segmentation": "train-segmentation"}
+
+
+def check_resumed_task(resume: str, task: str) -> None:
+    """A one-line :class:`MobileNetsError` if the run ``resume`` names (its folder or its ``last.pt``) trains
+    another task than ``task``, the command resuming it; a folder without a readable ``config.json`` is left to
+    :func:`resolve_run` to report."""
+    p = Path(resume)
+    try:
+        saved = json.loads(((p if p.is_dir() else p.parent) / "config.json").read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return
+    if saved in TRAIN_COMMANDS and saved != task:
+        raise MobileNetsError(f"{resume}: a {saved} run, not a {task} one: resume it with "
+                              f"'mobilenets {TRAIN_COMMANDS[saved]} --resume {resume}'")
+
+
 def resolve_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
     """The config, run folder and saved state of the run to continue (or a fresh run's config and folder).
 
@@ -97,6 +118,8 @@ def resolve_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
     if config.resume is None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         out = Path(config.output) if config.output else Path("runs") / f"{config.model}-{stamp}"
+        if config.data is not None:  # saved absolute: the run resumes from any folder
+            config = replace(config, data=os.path.abspath(Path(config.data).expanduser()))
         return config, out, None
     p = Path(config.resume)
     state_path = p / STATE_FILE if p.is_dir() else p
@@ -116,11 +139,12 @@ def resolve_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
     if folder_config.is_file():
         try:
             on_disk = TrainConfig.from_dict(json.loads(folder_config.read_text())).to_dict()
-        except Exception:
-            on_disk = None
+        except Exception as e:  # json and the config's checks raise many types
+            raise MobileNetsError(f"{folder_config}: not a readable run config ({one_line(e, 120) or type(e).__name__}); "
+                                  "nothing was changed") from None
         # (not epochs: a resumed run may extend itself, rewriting config.json before its state)
         keys = ("task", "model", "width", "resolution", "batch_size", "data", "head", "reduced_tail", "seed")
-        if on_disk is None or any(on_disk.get(k) != saved.to_dict().get(k) for k in keys):
+        if any(on_disk.get(k) != saved.to_dict().get(k) for k in keys):
             raise MobileNetsError(f"{state_path}: does not match {folder_config} (another run's state?); "
                                   "nothing was changed")
     if not isinstance(state["epoch"], int) or not 0 <= state["epoch"] <= saved.epochs:

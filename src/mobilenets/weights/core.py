@@ -162,6 +162,9 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         first = text.split("\n")[0].split(". ")[0]
         raise MobileNetsError(f"not a readable PyTorch weights file ({one_line(first, 160) or type(e).__name__})") \
             from None
+    if isinstance(obj, dict) and {"config", "epoch", "model", "optimizer"} <= set(obj):  # training/state.py
+        raise MobileNetsError("a mobilenets training state (what 'train --resume' reads), not a weights file: its "
+                              "class names and preprocessing are in the run's best.safetensors, load that")
     for wrapper in ("state_dict", "model", "model_state_dict", "module"):  # common checkpoint nestings
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

@@ -87,9 +87,11 @@ class DeepLabTFLiteInfo:
         ``(q - zero_point) * scale``: what the uint8 TFLite graph computes from the same pixels."""
         from PIL import Image
 
+        from ..data import to_rgb
+
         if not isinstance(image, Image.Image):
             image = Image.open(existing_file(image, "an image"))
-        image = image.convert("RGB")
+        image = to_rgb(image)
         h, w = self.input_size
         if image.size != (w, h):
             image = image.resize((w, h), Image.LANCZOS)
