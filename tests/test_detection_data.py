@@ -164,6 +164,35 @@ def test_missing_image(tmp_path, caplog):
     assert len(ds) == 3 and ds.skipped == {"missing image": 1} and "2024_000002" not in ds.ids
 
 
+def test_file_names_that_leave_the_dataset_are_skipped(tmp_path, caplog):
+    """A COCO file_name or a VOC id naming a file outside its folder (``../``, absolute) is skipped and counted,
+    or with strict a one-line error, though the file it names exists and is an image."""
+    data = write_coco(tmp_path / "c")
+    outside = tmp_path / "outside.png"
+    (tmp_path / "c" / "val2017" / "0000.png").rename(outside)
+    data["images"][0]["file_name"] = "../../outside.png"
+    data["images"][1]["file_name"] = str(tmp_path / "c" / "val2017" / "0001.png")  # absolute, though inside
+    dump_coco(tmp_path / "c", data)
+    with caplog.at_level(logging.WARNING, logger="mobilenets"):
+        ds = coco(tmp_path / "c")
+    assert len(ds) == 2 and ds.skipped == {"file name outside the image folder": 2}
+    assert "'../../outside.png' leaves" in caplog.text
+    with pytest.raises(MobileNetsError) as e:
+        coco(tmp_path / "c", strict=True)
+    _one_line_error(e, "file_name '../../outside.png' leaves")
+
+    write_voc(tmp_path / "voc")
+    (tmp_path / "voc" / "Annotations" / "2024_000000.xml").rename(tmp_path / "escaped.xml")
+    (tmp_path / "voc" / "JPEGImages" / "2024_000000.jpg").rename(tmp_path / "escaped.jpg")
+    ids = tmp_path / "voc" / "ImageSets" / "Main" / "train.txt"
+    ids.write_text(ids.read_text().replace("2024_000000", "../../escaped"))
+    ds = voc(tmp_path / "voc")
+    assert len(ds) == 3 and ds.skipped == {"id outside the dataset": 1}
+    with pytest.raises(MobileNetsError) as e:
+        voc(tmp_path / "voc", strict=True)
+    _one_line_error(e, "id '../../escaped' is not a plain file name")
+
+
 def test_box_outside_image_is_clipped_or_skipped(tmp_path):
     data = write_coco(tmp_path, n=1)
     data["annotations"] = [

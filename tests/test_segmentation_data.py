@@ -175,6 +175,19 @@ def test_mask_values_out_of_range(tmp_path):
     _one_line_error(e, "2024_000000.png", "0..20", ": 30")
 
 
+def test_voc_ids_that_leave_the_dataset_are_skipped(tmp_path):
+    write_voc(tmp_path / "voc", n=3)
+    for sub, ext in (("JPEGImages", "jpg"), ("SegmentationClass", "png")):
+        (tmp_path / "voc" / sub / f"2024_000000.{ext}").rename(tmp_path / f"escaped.{ext}")
+    ids = tmp_path / "voc" / "ImageSets" / "Segmentation" / "train.txt"
+    ids.write_text(ids.read_text().replace("2024_000000", "../../escaped"))
+    ds = VocSegmentation(tmp_path / "voc", "train")
+    assert len(ds) == 2 and ds.skipped == {"id outside the dataset": 1}
+    with pytest.raises(MobileNetsError) as e:
+        VocSegmentation(tmp_path / "voc", "train", strict=True)
+    _one_line_error(e, "id '../../escaped' is not a plain file name")
+
+
 def test_image_without_mask(tmp_path, caplog):
     write_folder(tmp_path)
     (tmp_path / "train" / "masks" / "img1.png").unlink()

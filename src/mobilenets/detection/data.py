@@ -397,6 +397,15 @@ class _FileDetection(DetectionDataset):
             raise MobileNetsError(f"{source}: no usable images (skipped: {counts})")
 
 
+def stays_inside(name: str, *, folders: bool = True) -> bool:
+    """Whether a file name a dataset's annotations give (a COCO ``file_name``, a VOC id) stays inside the folder
+    it is joined to: relative, no ``..`` part, no drive; with ``folders=False`` a plain name, no separator."""
+    posix = name.replace("\\", "/")
+    parts = posix.split("/")
+    return bool(name) and not posix.startswith("/") and ":" not in parts[0] and ".." not in parts and \
+        (folders or len(parts) == 1)
+
+
 def _read_json(path: Path):
     try:
         with open(path, "rb") as f:
@@ -482,6 +491,10 @@ class CocoDetection(_FileDetection):
         self.records = []
         for image_id, im in entries.items():
             where = f"{path}: image id {image_id}"
+            if not stays_inside(im["file_name"]):
+                self._skip("file name outside the image folder",
+                           f"{where}: file_name {im['file_name'][:80]!a} leaves {images_dir}")
+                continue
             file = images_dir / im["file_name"]
             size = self._image_size_or_skip(file, where)
             if size is None:
@@ -583,6 +596,9 @@ class VocDetection(_FileDetection):
 
         self.records, self.ids = [], []
         for voc_id in ids:
+            if not stays_inside(voc_id, folders=False):
+                self._skip("id outside the dataset", f"{list_file}: id {voc_id[:80]!a} is not a plain file name")
+                continue
             xml = root / "Annotations" / f"{voc_id}.xml"
             if not xml.is_file():
                 self._skip("missing annotation", f"{list_file}: {voc_id}: no {xml}")

@@ -32,7 +32,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..detection.data import BAD_IMAGE, VOC_CLASSES, SkipCounter, bad_image_reason, image_size, one_line
+from ..detection.data import (BAD_IMAGE, VOC_CLASSES, SkipCounter, bad_image_reason, image_size, one_line,
+                              stays_inside)
 from ..errors import MobileNetsError
 
 __all__ = [
@@ -247,6 +248,9 @@ class VocSegmentation(_PairDataset):
             raise MobileNetsError(f"{list_file}: cannot read ({one_line(e)})") from None
         if not ids:
             raise MobileNetsError(f"{list_file}: no image ids")
+        for bad in [i for i in ids if not stays_inside(i, folders=False)]:
+            self._skip("id outside the dataset", f"{list_file}: id {bad[:80]!a} is not a plain file name")
+        ids = [i for i in ids if stays_inside(i, folders=False)]
         self._scan([(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png") for i in ids],
                    len(VOC_SEG_CLASSES))
         self._finish(list_file)

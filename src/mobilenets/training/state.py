@@ -140,8 +140,9 @@ def resolve_run(config: TrainConfig) -> tuple[TrainConfig, Path, dict | None]:
         try:
             on_disk = TrainConfig.from_dict(json.loads(folder_config.read_text())).to_dict()
         except Exception as e:  # json and the config's checks raise many types
-            raise MobileNetsError(f"{folder_config}: not a readable run config ({one_line(e, 120) or type(e).__name__}); "
-                                  "nothing was changed") from None
+            reason = one_line(e, 120) or type(e).__name__
+            raise MobileNetsError(f"{folder_config}: not a readable run config ({reason}); nothing was changed") \
+                from None
         # (not epochs: a resumed run may extend itself, rewriting config.json before its state)
         keys = ("task", "model", "width", "resolution", "batch_size", "data", "head", "reduced_tail", "seed")
         if any(on_disk.get(k) != saved.to_dict().get(k) for k in keys):
