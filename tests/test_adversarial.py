@@ -33,6 +33,8 @@ import mobilenets
 import mobilenets.export
 import mobilenets.predict
 from mobilenets import CheckpointMeta, MobileNetsError, Preprocessing, create_model, save_checkpoint
+from mobilenets.detection.inference import detect_images
+from mobilenets.segmentation.inference import segment_images
 from mobilenets.weights import load_weights, resolve_source
 from mobilenets.weights.formats import detect_format
 from mobilenets.weights.source import source_name
@@ -684,6 +686,36 @@ def test_decompression_bomb_in_export_calibration(files, tmp_path, capsys, work)
     assert files_under(tmp_path) == before
 
 
+def test_an_image_that_fails_to_decode_in_evaluation_is_left_out_not_replaced(files, tmp_path):
+    """A JPEG cut in half passes the folder's up-front check (PIL's verify() reads headers) and fails only when
+    decoded: the evaluation scores the other images once each (a stand-in sample, as training uses, would be
+    scored twice and the count would include the broken file)."""
+    import io
+    import shutil
+
+    data = shutil.copytree(files / "data", tmp_path / "data")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (data / CLASSES[0] / "cut.jpg").write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    r = mobilenets.evaluate(files / "ck.safetensors", data=data, confusion_png=tmp_path / "c.png", batch_size=3)
+    assert r.count == 2 * len(CLASSES) and r.confusion.sum(1).tolist() == [2] * len(CLASSES)
+    with pytest.raises(MobileNetsError, match="cut.jpg: unreadable image"):
+        mobilenets.evaluate(files / "ck.safetensors", data=data, confusion_png=tmp_path / "c.png", strict=True)
+
+
+def test_file_names_with_terminal_escapes_are_logged_escaped(files, tmp_path, capsys):
+    """A file name is data: an unreadable image named with a clear-screen escape and a newline is logged with
+    both shown escaped, by the command line's log handler (and train.log's, which takes the same filter)."""
+    import shutil
+
+    data = shutil.copytree(files / "data", tmp_path / "data")
+    (data / CLASSES[0] / "bad\x1b[2J\nname.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG after all")
+    rc, out, err = cli(capsys, "eval", "--weights", files / "ck.safetensors", "--data", data,
+                       "--confusion-png", tmp_path / "c.png")
+    assert rc == 0, err
+    assert "\x1b" not in out + err and "bad\\x1b[2J\\nname.jpg" in out + err, out + err
+
+
 def test_16_bit_greyscale_reads_as_its_8_bit_twin(tmp_path):
     """A 16-bit PNG (mode I;16) and a 32-bit integer TIFF (mode I) read as the 8-bit image of the same levels in
     every reader (PIL's convert("RGB") clipped them at 255: an all-white image, classified without a word);
@@ -892,6 +924,13 @@ API_CASES = [
     (lambda f: mobilenets.weights.read_weights("http://127.0.0.1:9/w.pth", deadline=float("nan")),
      "deadline must be a positive number of seconds, got nan"),
     (lambda f: mobilenets.inspect_weights("/dev/null"), "/dev/null: not a regular file"),
+    # a negative batch size once returned no results and no error
+    (lambda f: segment_images(create_model("lraspp_mobilenet_v3_small", width=0.5, num_classes=3), [],
+                              preprocessing=Preprocessing(64, 64), class_names=None, batch_size=-1),
+     "batch_size must be an integer in [1, 65536], got -1"),
+    (lambda f: detect_images(create_model("ssdlite_mobilenet_v3_small", width=0.5, num_classes=3), [],
+                             preprocessing=Preprocessing(64, 64), class_names=None, batch_size=0),
+     "batch_size must be an integer in [1, 65536], got 0"),
 ]
 
 

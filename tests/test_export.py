@@ -594,3 +594,64 @@ def test_executorch_thread_pool_is_sized_before_a_program_loads(monkeypatch):
     monkeypatch.setattr(runtimes, "_executorch_metadata", lambda program, path: None)
     runtimes._executorch(Path("m.pte"), 1)
     assert calls[0] == "threads 1" and calls[1] == "load_program"
+
+
+# ------------------------------------------------------------------------------- damaged or foreign exported files
+
+
+@pytest.mark.parametrize("fmt, content, phrase", [
+    ("onnx", b"", "empty file, not a onnx model"),
+    ("onnx", b"\x08\x99 not a protobuf" * 8, "not a readable onnx file"),
+    ("torchscript", b"PK\x03\x04 not a zip" * 8, "not a readable torchscript file"),
+    ("torchscript", b"\x08\x99 an onnx file, say" * 8, "not a readable torchscript file"),
+])
+def test_damaged_exported_files_are_one_line(tmp_path, fmt, content, phrase):
+    """Whatever the runtime's own reader raises (protobuf, zip, miniz errors) comes back as one line naming the
+    file, from read_metadata and load_artifact alike."""
+    pytest.importorskip("onnxruntime" if fmt == "onnx" else "torch")
+    from mobilenets.export import read_metadata
+
+    path = tmp_path / f"bad.{'onnx' if fmt == 'onnx' else 'pt'}"
+    path.write_bytes(content)
+    for call in (read_metadata, load_artifact):
+        with pytest.raises(MobileNetsError) as e:
+            call(path, fmt)
+        assert str(e.value).startswith(str(path)) and phrase in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(MobileNetsError, match="num_threads must be an integer in"):
+        load_artifact(path, fmt, num_threads=100_000)
+
+
+def test_torchscript_metadata_is_read_without_loading_the_archive(tmp_path, monkeypatch):
+    """Loading a TorchScript archive runs its code (__setstate__ and friends): read_metadata reads the document
+    as a zip member instead, and gives what the loaded file's metadata is."""
+    report = export_model(small("mobilenet_v3_small"), tmp_path / "m.pt", format="torchscript", input_size=SIZE)
+    loaded = load_artifact(report.path, "torchscript").metadata
+    from mobilenets.export import read_metadata
+
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("read_metadata loaded the archive"))
+    assert read_metadata(report.path, "torchscript") == loaded and loaded["task"] == "classification"
+
+
+def test_export_never_writes_over_the_weights_it_exports(tmp_path, monkeypatch):
+    """A PyTorch state dict named m.pt exported to TorchScript: the default output is m.pt too. Refused, the
+    weights file untouched (it was replaced by the export)."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(small("mobilenet_v3_small").state_dict(), tmp_path / "m.pt")
+    before = (tmp_path / "m.pt").read_bytes()
+    for output in (None, tmp_path / "m.pt", "./m.pt"):
+        with pytest.raises(MobileNetsError, match="m.pt: is the weights file being exported; give another output"):
+            export_model("m.pt", output, format="torchscript", input_size=SIZE)
+    assert (tmp_path / "m.pt").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_a_model_object_comes_back_in_its_mode_and_odd_models_are_one_line(tmp_path):
+    """export_model(model) runs the model in eval mode for the export and its checks, and gives it back in the
+    mode it came in; a batch norm no convolution feeds (nothing to fold it into) is one line."""
+    pytest.importorskip("onnxruntime")
+    model = small("mobilenet_v3_small").train()
+    export_model(model, tmp_path / "m.onnx", format="onnx", input_size=SIZE)
+    assert model.training and all(m.training for m in model.modules())
+    odd = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3))
+    with pytest.raises(MobileNetsError, match="Sequential: cannot fold its batch norms"):
+        export_model(odd, tmp_path / "odd.onnx", format="onnx", input_size=SIZE)
+    assert odd.training and not (tmp_path / "odd.onnx").exists()

@@ -70,3 +70,19 @@ def test_segmentation_evaluation_equals_the_whole_set_at_once():
     assert m["loss"] == pytest.approx(sum(batch_means) / 7, rel=1e-6)
     assert m["miou"] == pytest.approx(direct["miou"]) and m["pixel_acc"] == pytest.approx(direct["pixel_acc"])
     assert m["images"] == 7
+
+
+def test_pixel_loss_is_the_mean_over_labelled_pixels_and_zero_without_any():
+    """Segmentation's loss: torch's ignore-index mean where some pixel is labelled; 0 with a zero gradient for a
+    batch of nothing but ignored pixels (torch's mean is NaN there, and the run stopped as diverged)."""
+    from mobilenets.tasks.segmentation import IGNORE_INDEX, pixel_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 5, 5, generator=gen, requires_grad=True)
+    y = torch.randint(0, 3, (2, 5, 5), generator=gen)
+    y[0, :2] = IGNORE_INDEX
+    torch.testing.assert_close(pixel_loss(logits, y),
+                               torch.nn.functional.cross_entropy(logits, y, ignore_index=IGNORE_INDEX))
+    loss = pixel_loss(logits, torch.full_like(y, IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))

@@ -350,15 +350,56 @@ def test_resume_from_another_folder_and_of_another_task(folder, tmp_path, monkey
         {k: v for k, v in before.items() if k != "config.json"}
 
 
+def test_resume_refuses_data_whose_classes_changed(tmp_path, capsys):
+    """A class folder renamed between the run and its resume would swap what the labels mean: refused in one
+    line, nothing changed."""
+    from mobilenets.cli import main
+
+    data = make_folder(tmp_path / "d", classes=(0, 1), n_train=8, n_val=2)
+    out = mobilenets.train(tiny(data, tmp_path / "run", epochs=1)).output
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for part in ("train", "val"):
+        (data / part / "digit0").rename(data / part / "digit9")
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the data's classes are not the run's (new: digit9; gone: digit0); a resumed run keeps its classes" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def test_a_new_run_never_overwrites_another(folder, tmp_path):
     """--output naming a folder that holds a run: refused before anything is written (its checkpoints are
     somebody's work); resuming it is the way on."""
     out = mobilenets.train(tiny(folder, tmp_path / "a", epochs=1)).output
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    with pytest.raises(MobileNetsError, match=rf"a: holds a run already \(config.json, last.pt, best.safetensors\); "
+    with pytest.raises(MobileNetsError, match=rf"a: holds a run already \(last.pt, best.safetensors\); "
                                               rf"continue it with --resume {out}, or give another --output"):
         mobilenets.train(tiny(folder, out, epochs=1, seed=1))
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_class_names_a_checkpoint_cannot_hold_are_refused_before_training(tmp_path):
+    """A class folder whose name holds a terminal escape trained once, and then no command could load its
+    checkpoint: refused before anything is written; a name twice (a mask folder's classes.txt, COCO
+    categories) likewise."""
+    from mobilenets.checkpoint import check_class_names
+
+    data = make_folder(tmp_path / "d", classes=(0, 1))
+    for part in ("train", "val"):
+        (data / part / "digit1").rename(data / part / "digit\x1b[2J1")
+    with pytest.raises(MobileNetsError, match=r"the class name 'digit\\x1b\[2J1' has control characters"):
+        mobilenets.train(tiny(data, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(MobileNetsError, match=r"classes.txt: the class name 'car' is there twice"):
+        check_class_names(["background", "car", "truck", "car"], "classes.txt")
+    check_class_names(["background", "car", "truck"], "classes.txt")
+
+
+def test_a_batch_norm_that_sees_one_value_is_one_line(folder, tmp_path):
+    """A batch of one image whose last feature map is 1x1 (V3 at 32 px): one line naming --batch-size, not
+    torch's ValueError; the folder of that run that never started may be used again."""
+    with pytest.raises(MobileNetsError, match="batch norm got one value per channel .* use --batch-size 2 or more"):
+        mobilenets.train(tiny(folder, tmp_path / "a", batch_size=1, epochs=1))
+    assert mobilenets.train(tiny(folder, tmp_path / "a", epochs=1)).best_checkpoint.is_file()
 
 
 def test_run_that_cannot_start_leaves_no_folder(folder, tmp_path, capsys):

@@ -103,7 +103,7 @@ class CheckpointMeta:
             raise bad("class_names", f"expected {expected} strings (one per class), got {len(names)} "
                                      "entries" + ("" if all(isinstance(n, str) for n in names) else
                                                   " that are not all strings"))
-        if names is not None and any(unicodedata.category(c) == "Cc" for n in names for c in n):
+        if names is not None and any(_has_control(n) for n in names):
             raise bad("class_names", "names with control characters (newlines, terminal escape codes)")
         preprocessing = field_json("preprocessing", "{}", dict, "a JSON object")
         try:
@@ -112,6 +112,25 @@ class CheckpointMeta:
             raise bad("preprocessing", str(e)) from None
         extra = field_json("extra", "{}", dict, "a JSON object")
         return cls(config=cfg, class_names=names, preprocessing=preprocessing, extra=extra)
+
+
+def _has_control(name: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in name)
+
+
+def check_class_names(names, where: str) -> None:
+    """Class names a checkpoint can hold (see :meth:`CheckpointMeta.from_header`): none with control characters
+    (newlines, terminal escape codes) and none twice (per-class tables and metrics are keyed by name), else a
+    one-line :class:`MobileNetsError` naming ``where`` they come from. Checked before a run trains, not after."""
+    bad = next((n for n in names if _has_control(n)), None)
+    if bad is not None:
+        raise MobileNetsError(f"{where}: the class name '{one_line(bad, 60)}' has control characters (newlines, "
+                              "terminal escape codes); rename it")
+    seen: set[str] = set()
+    twice = next((n for n in names if n in seen or seen.add(n)), None)
+    if twice is not None:
+        raise MobileNetsError(f"{where}: the class name '{one_line(twice, 60)}' is there twice; class names must "
+                              "differ")
 
 
 def _check_config(cfg: ModelConfig) -> None:

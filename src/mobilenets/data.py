@@ -66,17 +66,20 @@ class ImageFiles(Dataset):
     """(path, class index) samples read as RGB PIL images, then ``transform``.
 
     An image that cannot be decoded at load time (one that passed the up-front check but is truncated deep
-    inside) raises :class:`MobileNetsError` naming the file when ``strict``; otherwise it is replaced by the
-    next sample and counted in ``self.load_failures`` (per worker process).
+    inside) raises :class:`MobileNetsError` naming the file when ``strict``; otherwise it is counted in
+    ``self.load_failures`` (per worker process) and replaced by the next sample (training: the batch keeps its
+    size), or with ``substitute=False`` (evaluation, where a stand-in would be scored twice) the item is None,
+    which :func:`collate_readable` drops.
     """
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], *, transform=None,
-                 strict: bool = False) -> None:
+                 strict: bool = False, substitute: bool = True) -> None:
         self.samples = samples
         self.targets = [t for _, t in samples]
         self.classes = classes
         self.transform = transform
         self.strict = strict
+        self.substitute = substitute
         self.load_failures = 0
 
     def __len__(self) -> int:
@@ -93,10 +96,21 @@ class ImageFiles(Dataset):
                 if self.strict:
                     raise MobileNetsError(f"{path}: unreadable image ({image_problem(e)})") from None
                 self.load_failures += 1
-                log.warning("skipping unreadable image %s (%s)", path, e)
+                log.warning("skipping unreadable image %s (%s)", one_line(path), one_line(e))
+                if not self.substitute:
+                    return None
         else:
             raise MobileNetsError("no readable image left in the dataset")
         return (img if self.transform is None else self.transform(img)), target
+
+
+def collate_readable(batch):
+    """``default_collate`` of the items that could be read (:class:`ImageFiles` with ``substitute=False`` gives
+    None for the others); None when none of the batch could."""
+    from torch.utils.data import default_collate
+
+    kept = [item for item in batch if item is not None]
+    return default_collate(kept) if kept else None
 
 
 def _check_image(path: str) -> str | None:

@@ -67,3 +67,14 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def printable_records(record) -> bool:
+    """A ``logging`` filter (handlers take plain callables) escaping control characters in each line's message:
+    file and class names from a data folder may hold newlines or terminal escape codes, which a log line must
+    show, not execute. Tracebacks are formatted apart and left as they are."""
+    message = record.getMessage()
+    clean = one_line(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    return True

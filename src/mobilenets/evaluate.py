@@ -39,6 +39,7 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
     (BN folded, bf16/fp16, channels_last, torch.compile, CUDA graphs); None runs the eager model."""
     from torch.utils.data import DataLoader
 
+    from .data import collate_readable
     from .device import resolve_device
 
     for value, what, lo, hi in ((batch_size, "batch_size", 1, 65_536), (workers, "workers", 0, 256)):
@@ -69,7 +70,7 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
         from .data import ImageFiles, load_eval_folder
 
         samples = load_eval_folder(data, classes, strict=strict)
-        dataset = ImageFiles(samples, classes, transform=transform, strict=strict)
+        dataset = ImageFiles(samples, classes, transform=transform, strict=strict, substitute=False)
     if len(dataset) == 0:
         raise MobileNetsError(f"{data}: no images to evaluate")
 
@@ -82,9 +83,15 @@ def evaluate(weights: Path | str, *, data: Path | str | None = None, batch_size:
     k = min(5, n_cls)
     tops, labels = [], []  # the top-k class ids stay on the device until the last batch: no sync per batch
     with torch.inference_mode():
-        for x, y in DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda"):
+        for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda",
+                                collate_fn=collate_readable):
+            if batch is None:  # no image of this batch could be decoded (each logged)
+                continue
+            x, y = batch
             tops.append(model(x.to(dev, non_blocking=True)).float().topk(k, dim=1).indices)
             labels.append(y)
+    if not tops:
+        raise MobileNetsError(f"{data}: no image could be decoded")
     top, y = torch.cat(tops).cpu(), torch.cat(labels)
     top5_hits = (top == y[:, None]).any(1).sum().item()
     confusion = np.zeros((n_cls, n_cls), dtype=np.int64)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..errors import MobileNetsError, one_line
 from . import deploy, detection, models, segmentation, train, weights
-from .common import HelpFormatter, add_verbose, format_table, quiet_third_party
+from .common import HelpFormatter, add_verbose, format_table, quiet_third_party, warnings_to_stderr
 
 __all__ = ["main", "build_parser", "format_table"]
 
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings_to_stderr()  # (train replaces it with its progress lines on stdout)
     try:
         with quiet_third_party(args.verbose, native=getattr(args, "native_output", False)):
             return int(args.handler(args) or 0)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import logging
 import sys
 from typing import Callable, Sequence
 
-__all__ = ["format_table", "mark", "setup_logging", "int_range", "float_range", "model_name", "output_path",
+from ..errors import printable_records
+
+__all__ = ["format_table", "mark", "setup_logging", "warnings_to_stderr", "int_range", "float_range", "model_name", "output_path",
            "add_weights_options", "add_refresh", "describe", "model_names",
            "HelpFormatter", "shows_default", "quiet_third_party", "add_verbose"]
 
@@ -90,7 +93,7 @@ def model_name(task: str | None = "classification"):
     """An argparse type: a registered model name of ``task``; a misspelt one is refused with the close names
     ("did you mean mobilenet_v3_small?")."""
     def parse(text: str) -> str:
-        from ..errors import MobileNetsError
+        from ..errors import printable_records, MobileNetsError
         from ..registry import get_model_entry, list_models
 
         try:
@@ -230,27 +233,42 @@ def _own_warnings_only(show, stream):
     return showwarning
 
 
-def setup_logging() -> None:
-    """Library log lines (``mobilenets`` logger) to stdout, bare, at INFO."""
-    import logging
+class _CurrentStream(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` / ``sys.stderr`` is when a line is logged (not the one at set-up:
+    ``main()`` called in-process, e.g. under pytest's capture, would otherwise keep writing to a closed stream),
+    the bare message with its control characters escaped (:func:`mobilenets.errors.printable_records`)."""
 
-    class CurrentStdout(logging.StreamHandler):
-        """Writes to whatever ``sys.stdout`` is when a line is logged (not the one at set-up: ``main()`` called
-        in-process, e.g. under pytest's capture, would otherwise keep writing to a closed stream)."""
+    def __init__(self, name: str, level: int) -> None:
+        super().__init__()
+        self.name_of_stream = name
+        self.setLevel(level)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.addFilter(printable_records)
 
-        @property
-        def stream(self):
-            return sys.stdout
+    @property
+    def stream(self):
+        return getattr(sys, self.name_of_stream)
 
-        @stream.setter
-        def stream(self, _value) -> None:
-            pass
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
+
+def warnings_to_stderr() -> None:
+    """Library warnings (``mobilenets`` logger) to stderr, escaped, for commands that set up nothing else (what
+    Python's last-resort handler did, without escaping)."""
     log = logging.getLogger("mobilenets")
     if not log.handlers:
-        h = CurrentStdout()
-        h.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(h)
+        log.addHandler(_CurrentStream("stderr", logging.WARNING))
+
+
+def setup_logging() -> None:
+    """Library log lines (``mobilenets`` logger) to stdout, bare, at INFO (a training run's progress)."""
+    log = logging.getLogger("mobilenets")
+    if not any(isinstance(h, _CurrentStream) and h.name_of_stream == "stdout" for h in log.handlers):
+        for h in [h for h in log.handlers if isinstance(h, _CurrentStream)]:
+            log.removeHandler(h)  # the warnings-only one: its lines now go here
+        log.addHandler(_CurrentStream("stdout", logging.INFO))
         log.setLevel(logging.INFO)
         log.propagate = False
 

@@ -67,7 +67,7 @@ def _train_qat(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     """Evaluate any checkpoint on its task's data: classification, detection (COCO AP) or segmentation (mIoU)."""
     from ..checkpoint import read_checkpoint
-    from ..errors import MobileNetsError
+    from ..errors import MobileNetsError, one_line
     from ..weights.dense import task_of
     from .inference import inference_options
 
@@ -103,7 +103,7 @@ def _eval(args: argparse.Namespace) -> int:
     r = evaluate(args.weights, batch_size=args.batch_size, confusion_png=args.confusion_png, inference=inference,
                  **common)
     print(format_table(["class", "images", "top-1 %"],
-                       [[c, int(r.confusion[i].sum()), f"{r.per_class[c]:.2f}"]
+                       [[one_line(c), int(r.confusion[i].sum()), f"{r.per_class[c]:.2f}"]
                         for i, c in enumerate(r.class_names) if c in r.per_class]))
     print(f"\n{r.count} images: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%")
     print(f"confusion matrix: {r.confusion_png}")

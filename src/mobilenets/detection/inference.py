@@ -86,6 +86,7 @@ def detect_images(model, images: Sequence, *, preprocessing, class_names: Sequen
     from ..device import resolve_device
 
     threshold = _check_threshold(score_threshold)
+    check_batch_size(batch_size)
     dev = resolve_device(device)
     names = _foreground_names(class_names, model.config.num_classes)
     size = preprocessing.crop
@@ -145,6 +146,14 @@ def annotate(image, detections: ImageDetections, class_names: Sequence[str]):
                                 colors=[class_colour(label_of.get(b.name, 1)) for b in detections.boxes],
                                 width=max(1, round(side / 160)), **options)  # lines stay visible on large photos
     return Image.fromarray(drawn.permute(1, 2, 0).numpy())
+
+
+def check_batch_size(batch_size) -> int:
+    """``batch_size`` as a positive integer, else a one-line :class:`MobileNetsError` (a negative one once gave
+    no results and no error)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 65_536:
+        raise MobileNetsError(f"batch_size must be an integer in [1, 65536], got {batch_size!r}")
+    return batch_size
 
 
 def check_output_dir(output_dir) -> Path:

@@ -11,6 +11,7 @@ back unchanged. Detectors and segmenters take the same path with their own check
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MobileNetsError, file_mode, output_file
+from ..errors import MobileNetsError, file_mode, one_line, output_file
 from ..preprocess import IMAGENET, MAX_CROP, Preprocessing
 from . import dense
 from .data import ImageSet, load_images
@@ -107,7 +108,7 @@ class ExportReport:
             lines.append(f"accuracy on {self.eval_source}: fp32 {100 * self.accuracy_fp32:.2f}%, this artifact "
                          f"{100 * self.accuracy:.2f}% (drop {100 * (self.accuracy_fp32 - self.accuracy):.2f} points)")
         lines += self.notes
-        return "\n".join(lines)
+        return "\n".join(one_line(line) for line in lines)  # (paths and data names are data: escaped)
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -422,6 +423,21 @@ def _temp_path(path: Path) -> str:
     return tmp
 
 
+def _keeps_module_mode(fn):
+    """``fn(model_or_ckpt, ...)`` that gives a caller's module back in the train / eval mode it came in (the
+    export and its checks run it in eval mode)."""
+    @functools.wraps(fn)
+    def wrapper(model_or_ckpt, *args, **kwargs):
+        mode = model_or_ckpt.training if isinstance(model_or_ckpt, nn.Module) else None
+        try:
+            return fn(model_or_ckpt, *args, **kwargs)
+        finally:
+            if mode is not None:
+                model_or_ckpt.train(mode)
+    return wrapper
+
+
+@_keeps_module_mode
 def export_model(
     model_or_ckpt: nn.Module | str | Path,
     path: str | Path | None = None,
@@ -499,6 +515,10 @@ def export_model(
         path = default_output(model_or_ckpt, format, int8=int8)
     path = output_file(path, f"{format} file")
     _check_suffix(path, format)
+    source = None if isinstance(model_or_ckpt, nn.Module) else Path(os.fsdecode(model_or_ckpt)).expanduser()
+    if source is not None and path.exists() and source.is_file() and os.path.samefile(path, source):
+        # (a .pt state dict exported to TorchScript, whose default name is the same .pt)
+        raise MobileNetsError(f"{path}: is the weights file being exported; give another output path (-o)")
     model, name, prep, class_names = _resolve(model_or_ckpt, refresh)
     task = dense.task_of(model)
     if task != "classification" and int8:
@@ -512,7 +532,10 @@ def export_model(
         prep = prep.with_size(size)
     in_chans = getattr(getattr(model, "config", None), "in_chans", 3)
 
-    folded = fold_batchnorm(model)
+    try:
+        folded = fold_batchnorm(model)
+    except ValueError as e:  # a batch norm no convolution feeds (a model object of the caller's)
+        raise MobileNetsError(f"{name}: cannot fold its batch norms ({e})") from None
     dynamic = dynamic_batch and DYNAMIC_BATCH[format]
     example = torch.randn(2 if dynamic else 1, in_chans, size, size, generator=torch.Generator().manual_seed(0))
 

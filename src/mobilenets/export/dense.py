@@ -171,9 +171,13 @@ def default_boxes_from(metadata: dict) -> np.ndarray:
         raise MobileNetsError("the file's metadata has no default boxes (not a mobilenets detector export)")
     try:
         boxes = np.frombuffer(base64.b64decode(entry["data"], validate=True), dtype="<f4")
-        return boxes.reshape(entry["shape"]).astype(np.float32)
+        boxes = boxes.reshape(entry["shape"]).astype(np.float32)
     except (KeyError, TypeError, ValueError) as e:
         raise MobileNetsError(f"the file's default boxes are malformed ({e})") from None
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
+        raise MobileNetsError(f"the file's default boxes are malformed (shape {tuple(boxes.shape)}, expected "
+                              "(A, 4) finite values)")
+    return boxes
 
 
 def detect_artifact(artifact, x: np.ndarray, *, image_size=None, outputs=None) -> list[dict[str, np.ndarray]]:
@@ -188,6 +192,8 @@ def detect_artifact(artifact, x: np.ndarray, *, image_size=None, outputs=None) -
     if meta.get("task") != "detection":
         raise MobileNetsError(f"{artifact.path}: not an exported mobilenets detector")
     outputs = artifact(x) if outputs is None else outputs
+    if "postprocess" not in meta or (image_size is None and "input_size" not in meta):
+        raise MobileNetsError(f"{artifact.path}: its metadata lacks the post-processing or input size of a detector")
     size = tuple(meta["input_size"]) if image_size is None else image_size
     return detect_numpy(outputs, default_boxes_from(meta), meta["postprocess"], size)
 

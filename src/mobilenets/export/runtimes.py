@@ -18,6 +18,7 @@ keeps such data: ONNX ``metadata_props`` under the key ``"mobilenets"``, a TFLit
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import MobileNetsError, existing_file
+from ..errors import MobileNetsError, existing_file, one_line
 from .options import EXTRAS, FORMATS, SUFFIXES
 
 __all__ = ["FORMATS", "SUFFIXES", "Artifact", "load_artifact", "require", "read_metadata", "write_metadata",
@@ -222,7 +223,25 @@ def load_artifact(path: Path | str, format: str, *, num_threads: int = 2) -> Art
     if format not in _LOADERS:
         raise MobileNetsError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
     path = existing_file(path, "an exported model file")
-    return _LOADERS[format](path, num_threads)
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or not 1 <= num_threads <= 1024:
+        raise MobileNetsError(f"num_threads must be an integer in [1, 1024], got {num_threads!r}")
+    with _unreadable(path, format):
+        return _LOADERS[format](path, num_threads)
+
+
+@contextmanager
+def _unreadable(path: Path, format: str):
+    """Any error a runtime raises on a damaged, foreign or crafted file, as one :class:`MobileNetsError`."""
+    if path.stat().st_size == 0:
+        raise MobileNetsError(f"{path}: empty file, not a {format} model")
+    try:
+        yield
+    except MobileNetsError:
+        raise
+    except Exception as e:  # protobuf, flatbuffers, struct, the runtimes' own: many types
+        first = str(e).strip().split("\n")[0]
+        raise MobileNetsError(f"{path}: not a readable {format} file ({type(e).__name__}: {one_line(first, 160)})") \
+            from None
 
 
 # ------------------------------------------------------------------------------------------------ metadata
@@ -239,6 +258,14 @@ def _parse_metadata(text, path) -> dict:
         meta = None
     if not isinstance(meta, dict):
         raise MobileNetsError(f"{path}: its '{METADATA_KEY}' metadata is not a JSON object")
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and len(names) <= 100_000 and all(
+            isinstance(n, str) and n.isprintable() for n in names)):
+        raise MobileNetsError(f"{path}: its metadata's class_names are not a list of printable names")
+    size = meta.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16_384 for v in size)):
+        raise MobileNetsError(f"{path}: its metadata's input_size is not two sides in pixels")
     return meta
 
 
@@ -301,14 +328,34 @@ def read_metadata(path: Path | str, format: str) -> dict:
     if format not in _LOADERS:
         raise MobileNetsError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
     path = existing_file(path, "an exported model file")
-    if format == "onnx":
-        onnx = require("onnx", "onnx")
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        return _parse_metadata(props.get(METADATA_KEY), path)
-    if format == "tflite":
-        require("tflite", "ai_edge_litert")
-        return _parse_metadata(_tflite_metadata(path.read_bytes()), path)
-    if format == "executorch":  # the program only: no forward method, no thread-pool change
-        rt = require("executorch", "executorch.runtime")
-        return _executorch_metadata(rt.Runtime.get().load_program(str(path)), path)
-    return load_artifact(path, format, num_threads=1).metadata
+    with _unreadable(path, format):
+        if format == "onnx":
+            onnx = require("onnx", "onnx")
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            return _parse_metadata(props.get(METADATA_KEY), path)
+        if format == "tflite":
+            require("tflite", "ai_edge_litert")
+            data = path.read_bytes()
+            if data[4:8] != TFLITE_IDENTIFIER:
+                raise MobileNetsError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier)")
+            return _parse_metadata(_tflite_metadata(data), path)
+        if format == "executorch":  # the program only: no forward method, no thread-pool change
+            rt = require("executorch", "executorch.runtime")
+            return _executorch_metadata(rt.Runtime.get().load_program(str(path)), path)
+        return _torchscript_metadata(path)
+
+
+def _torchscript_metadata(path: Path) -> dict:
+    """The metadata file inside a TorchScript archive, read as a zip member: loading the archive would run its
+    code (``__setstate__`` and friends), which reading a document must not."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        if not any("/code/" in n for n in z.namelist()):
+            raise MobileNetsError(f"{path}: not a TorchScript archive")
+        member = next((i for i in z.infolist() if i.filename.endswith(f"/extra/{METADATA_FILE}")), None)
+        if member is None:
+            return {}
+        if member.file_size > 64 << 20:
+            raise MobileNetsError(f"{path}: its metadata file is {member.file_size} bytes; refused")
+        return _parse_metadata(z.read(member), path)

@@ -78,9 +78,11 @@ def segment_images(model, images: Sequence, *, preprocessing, class_names: Seque
     """Segment RGB PIL ``images`` with ``model`` (logits (N, C, H, W), class 0 = background): each image is
     resized to ``preprocessing.crop`` squared and normalised (the eval transform), the logits upsampled
     bilinearly back to the image's size, then argmax. ``class_names``: one per class, background first."""
+    from ..detection.inference import check_batch_size
     from ..device import resolve_device
     from .data import segmentation_eval_transform
 
+    check_batch_size(batch_size)
     dev = resolve_device(device)
     names = _class_names(class_names, model.config.num_classes)
     size = preprocessing.crop

@@ -14,6 +14,14 @@ __all__ = ["SegmentationTask", "IGNORE_INDEX"]
 IGNORE_INDEX = 255  # VOC's border / "void" label
 
 
+def pixel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the labelled pixels (``IGNORE_INDEX`` left out), and 0 with a zero gradient
+    for a batch without any: a crop of nothing but ignored pixels, where torch's mean is 0 / 0 = NaN and the run
+    would stop as diverged. Computed on the device (no host sync)."""
+    total = nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+
+
 class SegmentationTask(Task):
     name = "segmentation"
     default_preprocessing = TF_INCEPTION
@@ -58,7 +66,7 @@ class SegmentationTask(Task):
         return [m for m in (model.head, getattr(model, "classifier", None)) if m is not None]
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor):
-        loss = nn.functional.cross_entropy(outputs.float(), targets, ignore_index=IGNORE_INDEX)
+        loss = pixel_loss(outputs.float(), targets)
         n = len(targets)
         return loss, {"loss": loss.detach() * n, "count": n}
 
@@ -76,7 +84,7 @@ class SegmentationTask(Task):
             with ctx.autocast():
                 logits = model(x)
             logits = logits.float()
-            loss = nn.functional.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            loss = pixel_loss(logits, y)
             sums[0] += loss.to(sums.dtype) * len(y)
             sums[1] += len(y)  # a number into a kernel; a tensor made from it would be a blocking copy (a sync)
             confusion += confusion_matrix(logits, y, k, ignore_index=IGNORE_INDEX)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointMeta, atomic_write, save_checkpoint
-from ..errors import MobileNetsError
+from ..checkpoint import CheckpointMeta, atomic_write, check_class_names, save_checkpoint
+from ..errors import MobileNetsError, one_line, printable_records
 from ..tasks import EvalContext, Task, get_task
 from .batchnorm import batchnorms, folded_batchnorms, missing_statistics, precise_bn, unfold_batchnorm
 from .config import TrainConfig
@@ -101,7 +101,8 @@ def train(config: TrainConfig) -> TrainResult:
         raise MobileNetsError(f"batch size {config.batch_size} does not split over {dist.world} processes")
     if dist.main and out.exists() and not out.is_dir():
         raise MobileNetsError(f"{out}: exists and is not a folder")
-    held = [n for n in ("config.json", STATE_FILE, BEST_FILE) if (out / n).exists()]
+    # (a folder whose run never finished an epoch holds only its config and logs: a new run may take it)
+    held = [n for n in (STATE_FILE, BEST_FILE) if (out / n).exists()]
     if dist.main and state is None and held:  # a new run would overwrite another's checkpoints
         raise MobileNetsError(f"{out}: holds a run already ({', '.join(held)}); continue it with --resume {out}, "
                               "or give another --output")
@@ -115,6 +116,13 @@ def train(config: TrainConfig) -> TrainResult:
     run = _Run(config, out, state, device, dist, amp_dtype)
     try:
         return run.execute()
+    except ValueError as e:  # batch norm in training mode given one value per channel
+        run.discard_if_unstarted()
+        if "Expected more than 1 value per channel" in str(e):
+            raise MobileNetsError("batch norm got one value per channel (a batch of 1 image whose feature map is "
+                                  "1x1 there): use --batch-size 2 or more (and --precise-bn 0 or 2 or more)") \
+                from None
+        raise
     except BaseException:
         run.discard_if_unstarted()
         raise
@@ -143,6 +151,7 @@ class _Run:
         self.info = self.task.pretrained()
         self.pre = c.preprocessing(self.info.preprocessing if self.info else self.task.default_preprocessing)
         self.data = self.task.build_data(self.pre)
+        check_class_names(self.data.classes, self.data.description)  # what best.safetensors will have to hold
         if len(self.data.train) == 0 or len(self.data.val) == 0:
             raise MobileNetsError(f"{self.data.description}: {len(self.data.train)} training and {len(self.data.val)} "
                                   "validation samples: both are needed")
@@ -288,6 +297,13 @@ class _Run:
 
     def _restore(self) -> None:
         s = self.state
+        saved, now = s.get("classes"), list(self.data.classes)  # (states written before it have no "classes")
+        if saved is not None and list(saved) != now:  # label i would name another class from here on
+            new, gone = [c for c in now if c not in saved], [c for c in saved if c not in now]
+            what = "; ".join(p for p in (f"new: {', '.join(map(one_line, new[:3]))}" if new else "",
+                                         f"gone: {', '.join(map(one_line, gone[:3]))}" if gone else "") if p)
+            raise MobileNetsError(f"{self.config.resume}: the data's classes are not the run's "
+                                  f"({what or 'the same names in another order'}); a resumed run keeps its classes")
         try:
             self.model.load_state_dict(s["model"])
             self.optimizer.load_state_dict(s["optimizer"])
@@ -329,6 +345,7 @@ class _Run:
         self.out.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.out / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.addFilter(printable_records)
         if self.handler is not None:  # the set-up buffer
             log.removeHandler(self.handler)
             for record in self.handler.buffer:
@@ -427,7 +444,7 @@ class _Run:
             "config": json.dumps(self.config.to_dict()), "epoch": epoch + 1, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
-            "history": self.history, "best": self.best, "rng": rng,
+            "history": self.history, "best": self.best, "rng": rng, "classes": list(self.data.classes),
         }
         atomic_write(self.out / STATE_FILE, lambda tmp: torch.save(payload, tmp))
 
