@@ -1001,3 +1001,45 @@ def test_end_to_end_subprocesses(files, tmp_path):
                                          "tensors (os.system); refused, nothing was loaded"]
     assert len(err2.strip().splitlines()) == 1 and "Traceback" not in err2 and "of another shape" in err2
     assert not out1 and not out2 and sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "evil.pth"]
+
+
+def _tflite_model(*, subgraphs: int = 1, opcode_index: int = 0, tensor_buffer: int = 0) -> bytes:
+    """A TFLite flatbuffer built from the schema: ``subgraphs`` subgraphs of one tensor (input and output)
+    and one operator of ``opcode_index`` (with no opcodes in the file), its tensor on ``tensor_buffer``."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT()
+    model.version, model.buffers, model.operatorCodes = 3, [schema.BufferT()], []
+    model.subgraphs = []
+    for _ in range(subgraphs):
+        graph = schema.SubGraphT()
+        tensor = schema.TensorT()
+        tensor.shape, tensor.type, tensor.buffer, tensor.name = [1, 4], schema.TensorType.FLOAT32, tensor_buffer, "x"
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = opcode_index, [0], [0]
+        graph.tensors, graph.inputs, graph.outputs, graph.operators = [tensor], [0], [0], [op]
+        model.subgraphs.append(graph)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize("kind, phrase", [
+    ("no subgraph", "no subgraph"),
+    ("opcode out of range", "operator 0: an opcode index outside the file's 0"),
+    ("buffer out of range", "a tensor names a buffer outside the file's 1"),
+])
+def test_crafted_tflite_structures_are_one_line_not_a_crash(tmp_path, kind, phrase):
+    """LiteRT's interpreter trusts a file's structure: one without a subgraph crashed the whole process
+    (segmentation fault, no message). The structure is checked first, for weights and exported files alike."""
+    pytest.importorskip("ai_edge_litert")
+    from mobilenets.export import load_artifact
+
+    path = tmp_path / "crafted.tflite"
+    path.write_bytes(_tflite_model(**{"no subgraph": dict(subgraphs=0), "opcode out of range": dict(opcode_index=0),
+                                      "buffer out of range": dict(opcode_index=0, tensor_buffer=7)}[kind]))
+    for call in (lambda: mobilenets.inspect_weights(path), lambda: load_artifact(path, "tflite")):
+        with pytest.raises(MobileNetsError, match="not a readable TFLite model") as e:
+            call()
+        assert phrase in str(e.value) and "\n" not in str(e.value)

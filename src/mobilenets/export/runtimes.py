@@ -102,7 +102,10 @@ def _onnx(path: Path, num_threads: int) -> Artifact:
 
 
 def _tflite(path: Path, num_threads: int) -> Artifact:
+    from ..weights.tflite import check_structure
+
     interp_mod = require("tflite", "ai_edge_litert.interpreter")
+    check_structure(path)  # the interpreter crashes the process on some malformed files
     interp = interp_mod.Interpreter(model_path=str(path), num_threads=num_threads)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]

@@ -80,6 +80,47 @@ def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
              .astype(np.float32)) * scales.reshape(shape))
 
 
+def check_structure(path: Path) -> None:
+    """Refuse a TFLite flatbuffer the LiteRT interpreter would crash on: it trusts the file's structure, and a
+    model without a subgraph took the whole process down (a segmentation fault, no message). Needs at least one
+    subgraph with inputs and outputs, and every tensor's buffer, operator's opcode and tensor index in range;
+    read with the schema's pure-Python accessors, whose out-of-range reads raise instead of crashing."""
+    import struct
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    def ints(vector) -> np.ndarray:  # an absent vector reads as 0
+        return vector if isinstance(vector, np.ndarray) else np.zeros(0, dtype=np.int64)
+
+    def refuse(why: str):
+        raise MobileNetsError(f"not a readable TFLite model ({why})")
+
+    try:
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        buffers, codes = model.BuffersLength(), model.OperatorCodesLength()
+        if model.SubgraphsLength() < 1:
+            refuse("no subgraph")
+        for g in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(g)
+            tensors = graph.TensorsLength()
+            ends = [ints(graph.InputsAsNumpy()), ints(graph.OutputsAsNumpy())]
+            if g == 0 and (not len(ends[0]) or not len(ends[1])):
+                refuse("its main subgraph has no inputs or no outputs")
+            if any(((v < 0) | (v >= tensors)).any() for v in ends):
+                refuse(f"subgraph {g}: an input or output index outside its {tensors} tensors")
+            if any(not 0 <= graph.Tensors(t).Buffer() < max(buffers, 1) for t in range(tensors)):
+                refuse(f"subgraph {g}: a tensor names a buffer outside the file's {buffers}")
+            for o in range(graph.OperatorsLength()):
+                op = graph.Operators(o)
+                if not 0 <= op.OpcodeIndex() < codes:
+                    refuse(f"subgraph {g}, operator {o}: an opcode index outside the file's {codes}")
+                for v in (ints(op.InputsAsNumpy()), ints(op.OutputsAsNumpy())):
+                    if ((v < -1) | (v >= tensors)).any():  # -1: an optional input left out
+                        refuse(f"subgraph {g}, operator {o}: a tensor index outside its {tensors} tensors")
+    except (struct.error, IndexError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        refuse(f"{type(e).__name__}: {str(e)[:120]}")
+
+
 def read_tflite(path: Path) -> TFLiteGraph:
     """The weighted layers of a TFLite model, in graph order, dequantized to float32 torch tensors."""
     try:
@@ -87,6 +128,7 @@ def read_tflite(path: Path) -> TFLiteGraph:
     except ImportError:
         raise MobileNetsError("reading .tflite files needs the LiteRT runtime: "
                               "pip install 'mobilenets[tflite]'") from None
+    check_structure(path)
     try:
         interp = Interpreter(model_path=str(path))
         ops = interp._get_ops_details()  # the op graph (LiteRT exposes it only under this name)
