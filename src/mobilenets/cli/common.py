@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 
 from ..errors import printable_records
 
-__all__ = ["format_table", "mark", "setup_logging", "warnings_to_stderr", "int_range", "float_range", "model_name", "output_path",
-           "add_weights_options", "add_refresh", "describe", "model_names",
+__all__ = ["format_table", "mark", "setup_logging", "warnings_to_stderr", "int_range", "float_range", "model_name",
+           "output_path", "add_weights_options", "add_refresh", "describe", "model_names",
            "HelpFormatter", "shows_default", "quiet_third_party", "add_verbose"]
 
 
@@ -93,7 +93,7 @@ def model_name(task: str | None = "classification"):
     """An argparse type: a registered model name of ``task``; a misspelt one is refused with the close names
     ("did you mean mobilenet_v3_small?")."""
     def parse(text: str) -> str:
-        from ..errors import printable_records, MobileNetsError
+        from ..errors import MobileNetsError
         from ..registry import get_model_entry, list_models
 
         try:
