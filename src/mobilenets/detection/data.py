@@ -606,7 +606,7 @@ class VocDetection(_FileDetection):
             ann = parse_xml(xml)
             file = root / "JPEGImages" / f"{voc_id}.jpg"
             name = (ann.findtext("filename") or "").strip()
-            if not file.is_file() and name and Path(name).name == name:
+            if not file.is_file() and stays_inside(name, folders=False):
                 file = root / "JPEGImages" / name
             size = self._image_size_or_skip(file, str(xml))
             if size is None:

@@ -248,9 +248,13 @@ class VocSegmentation(_PairDataset):
             raise MobileNetsError(f"{list_file}: cannot read ({one_line(e)})") from None
         if not ids:
             raise MobileNetsError(f"{list_file}: no image ids")
-        for bad in [i for i in ids if not stays_inside(i, folders=False)]:
-            self._skip("id outside the dataset", f"{list_file}: id {bad[:80]!a} is not a plain file name")
-        ids = [i for i in ids if stays_inside(i, folders=False)]
+        kept = []
+        for i in ids:
+            if stays_inside(i, folders=False):
+                kept.append(i)
+            else:
+                self._skip("id outside the dataset", f"{list_file}: id {i[:80]!a} is not a plain file name")
+        ids = kept
         self._scan([(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png") for i in ids],
                    len(VOC_SEG_CLASSES))
         self._finish(list_file)

@@ -521,26 +521,15 @@ def download(reference, *, model: str | None = None, width: float | None = None,
     return entry, fetch(entry, refresh=refresh, check=check)
 
 
-def _read_to_the_end(path: Path, limit: int) -> None:
-    """Decompress a gzip / bzip2 / xz file to its end, so that its checksum is checked (at most ``limit`` bytes
-    out); any other file is left alone."""
-    import bz2
-    import gzip
-    import lzma
-
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    opener = (gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh"
-              else lzma.open if magic == b"\xfd7zXZ\x00" else None)
-    if opener is None:
-        return
+def _read_to_the_end(stream, limit: int) -> None:
+    """Read an archive's (decompressed) stream to its end, at most ``limit`` bytes: a gzip / bzip2 / xz
+    checksum is checked only there, and tarfile stops reading at the end-of-archive blocks before it."""
     total = 0
-    with opener(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            total += len(chunk)
-            if total > limit:
-                raise MobileNetsError(f"the archive unpacks to more than {limit >> 20} MiB, more than any MobileNet "
-                                      "release")
+    while chunk := stream.read(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            raise MobileNetsError(f"the archive unpacks to more than {limit >> 20} MiB, more than any MobileNet "
+                                  "release")
 
 
 def _fetch_from_archive(entry: PublishedWeights, *, refresh: bool, progress: bool | None, timeout: float,
@@ -569,9 +558,9 @@ def _fetch_from_archive(entry: PublishedWeights, *, refresh: bool, progress: boo
         label = f"{entry.name} ({src.label})"
         try:
             _verify(entry, src.path)
-            _read_to_the_end(src.path, 2 * MAX_DOWNLOAD_BYTES)  # tarfile stops before the gzip checksum
             with tarfile.open(src.path, "r:*") as tar:
                 found = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".tflite")]
+                _read_to_the_end(tar.fileobj, 2 * MAX_DOWNLOAD_BYTES)  # (extractfile seeks back)
                 if len(found) > 1:
                     found = [m for m in found if Path(m.name).name == target.name] or found
                 if len(found) != 1:
